@@ -1,0 +1,385 @@
+"""Leap: meta-learning an initialization that shortens learning processes.
+
+Flennerhag, Moreno, Lawrence, Damianou. *Transferring Knowledge across Learning Processes*,
+ICLR 2019. A task trains a model from θ⁰ with any optimizer, θ^{i+1} = u(θ^i), and traces the
+curve γ^i = (θ^i, f(θ^i)) on its loss surface. Leap descends the expected length (p = 1) or
+energy (p = 2) of that curve, eq. (2),
+
+    d_p = Σ_{i=0}^{K-1} ‖γ^{i+1} − γ^i‖₂^p,
+
+through the pull-forward surrogate, eqs. (4)–(5): the forward point γ^{i+1} is frozen and
+∂θ^i/∂θ⁰ ≈ I. Each of the K segments then adds, with Δθ = θ^{i+1} − θ^i,
+Δf = f(θ^{i+1}) − f(θ^i) and g = ∇f(θ^i),
+
+    increment_i = −(Δθ + Δf·g) / ‖(Δθ, Δf)‖₂^{2−p}         (the factor p folded into the meta lr)
+
+and the meta-gradient is the mean over a meta-batch of tasks of Σ_i increment_i.
+Everything is read during ordinary training: per step a few vector operations over flat
+buffers, no autograd graph, no host synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Leap", "LeapTask", "MetaGradStats", "TaskStats"]
+
+Metric = Literal["length", "energy"]
+BufferPolicy = Literal["reset", "average"]
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    """What one finished task contributed.
+
+    ``path`` is the task's path length (metric "length") or energy ("energy"), eq. (2), over
+    the γ the options define (with or without the loss coordinate). ``dropped`` is True when a
+    non-finite loss, gradient or parameter made Leap discard the task's contribution.
+    """
+
+    steps: int
+    path: float
+    dropped: bool
+
+
+@dataclass(frozen=True)
+class MetaGradStats:
+    """What :meth:`Leap.meta_grad` averaged: finished tasks kept and dropped, mean path."""
+
+    tasks: int
+    dropped: int
+    mean_path: float
+
+
+def _mangle(name: str) -> str:
+    return name.replace(".", "__")
+
+
+class Leap(nn.Module):
+    """The Leap meta-learner: holds θ⁰ and accumulates the pull-forward meta-gradient.
+
+    θ⁰ is a copy of ``model``'s trainable parameters (minus those ``exclude`` names) and,
+    per ``buffers``, of its buffers. They are this module's own parameters and buffers, so
+    any ``torch.optim`` optimizer and scheduler steps them and ``state_dict``/``.to`` work.
+
+    Args:
+        model: the network whose initialization is meta-learned.
+        metric: ``"length"`` (p = 1, the paper's default) or ``"energy"`` (p = 2).
+        loss_term: include the loss coordinate of γ; without it γ = θ alone.
+        stabilizer: replace Δf by −|Δf| so a step where the loss rose still pulls along −g.
+        exclude: parameter names, or a predicate on the name, to leave out of θ⁰ (for example
+            a per-task output head). Excluded parameters are never touched by Leap.
+        buffers: ``"reset"`` loads θ⁰'s buffers (e.g. BatchNorm statistics) into the model at
+            each task, and they stay as they were at construction (the 2019 behaviour);
+            ``"average"`` also loads them, and :meth:`meta_grad` replaces θ⁰'s floating-point
+            buffers by the mean of the kept tasks' final buffers.
+
+    Example::
+
+        leap = Leap(model)
+        meta_opt = torch.optim.SGD(leap.parameters(), lr=0.1)
+        for task in meta_batch:
+            leap.begin_task(model)
+            opt = torch.optim.SGD(model.parameters(), lr=0.1)
+            for x, y in task:
+                loss = criterion(model(x), y)
+                loss.backward()
+                leap.observe(model, loss)   # just before opt.step(), after any clipping
+                opt.step(); opt.zero_grad()
+            leap.end_task(model, final_loss)
+        leap.meta_grad()
+        meta_opt.step(); meta_opt.zero_grad()
+    """
+
+    def __init__(self, model: nn.Module, metric: Metric = "length", loss_term: bool = True,
+                 stabilizer: bool = True,
+                 exclude: Callable[[str], bool] | list[str] | tuple[str, ...] = (),
+                 buffers: BufferPolicy = "reset") -> None:
+        super().__init__()
+        if metric not in ("length", "energy"):
+            raise ValueError(f"metric must be 'length' or 'energy', got {metric!r}")
+        if buffers not in ("reset", "average"):
+            raise ValueError(f"buffers must be 'reset' or 'average', got {buffers!r}")
+        if stabilizer and not loss_term:
+            raise ValueError("stabilizer=True needs loss_term=True (it acts on the loss term)")
+        excluded = exclude if callable(exclude) else frozenset(exclude).__contains__
+        self.metric, self.loss_term, self.stabilizer, self.buffer_policy = (
+            metric, loss_term, stabilizer, buffers)
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad and not excluded(n)]
+        if not self.names:
+            raise ValueError("Leap found no trainable parameter to meta-learn in the model")
+        if not callable(exclude):
+            unknown = set(exclude) - {n for n, _ in model.named_parameters()}
+            if unknown:
+                raise ValueError(f"exclude names parameters the model lacks: {sorted(unknown)}")
+        params = dict(model.named_parameters())
+        first = params[self.names[0]]
+        if any(params[n].dtype != first.dtype or params[n].device != first.device
+               for n in self.names):
+            raise ValueError("Leap needs all meta-parameters on one device with one dtype")
+        self.init = nn.ParameterDict(
+            {_mangle(n): nn.Parameter(params[n].detach().clone()) for n in self.names})
+        self.buffer_names = [n for n, _ in model.named_buffers()]
+        self.init_buffers = nn.Module()
+        for n, b in model.named_buffers():
+            self.init_buffers.register_buffer(_mangle(n), b.detach().clone())
+        self._numels = [params[n].numel() for n in self.names]
+        self._prev: Tensor | None = None  # flat work buffers, allocated by begin_task
+        self._task_params: list[Tensor] | None = None
+        self._model: nn.Module | None = None
+        self._reset_meta_batch()
+
+    # ---------------------------------------------------------------- θ⁰ access
+    def named_meta_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """θ⁰ under the model's own parameter names."""
+        for n in self.names:
+            yield n, self.init[_mangle(n)]
+
+    def initialization(self) -> dict[str, Tensor]:
+        """θ⁰ and its buffers under the model's names, detached (load with ``strict=False``)."""
+        out = {n: p.detach() for n, p in self.named_meta_parameters()}
+        out.update({n: getattr(self.init_buffers, _mangle(n)) for n in self.buffer_names})
+        return out
+
+    # ---------------------------------------------------------------- the task protocol
+    def begin_task(self, model: nn.Module) -> None:
+        """Copy θ⁰ (and the buffers) into ``model`` and start a new path."""
+        if self._model is not None:
+            raise RuntimeError("begin_task called while a task is running: "
+                               "call end_task (or abort_task) first")
+        params = dict(model.named_parameters())
+        missing = [n for n in self.names if n not in params]
+        wrong = [n for n in self.names if n in params and params[n].shape != self.init[
+            _mangle(n)].shape]
+        if missing or wrong:
+            raise ValueError(f"model does not match θ⁰: missing {missing}, wrong shape {wrong}")
+        init = [p.detach() for _, p in self.named_meta_parameters()]
+        like = init[0]
+        if any(params[n].device != like.device or params[n].dtype != like.dtype
+               for n in self.names):
+            raise ValueError(f"θ⁰ is {like.dtype} on {like.device} but the model is not: "
+                             "move one to match (leap.to(...) or model.to(...))")
+        self._task_params = [params[n] for n in self.names]
+        with torch.no_grad():
+            torch._foreach_copy_(self._task_params, init)
+            model_buffers = dict(model.named_buffers())
+            for n in self.buffer_names:
+                model_buffers[n].copy_(getattr(self.init_buffers, _mangle(n)))
+        if self._prev is None or self._prev.device != like.device or self._prev.dtype != like.dtype:
+            total = sum(self._numels)
+            self._prev, self._grad, self._acc = (
+                torch.empty(total, dtype=like.dtype, device=like.device) for _ in range(3))
+            self._prev_views = self._views(self._prev)
+            self._grad_views = self._views(self._grad)
+        self._acc.zero_()
+        self._loss = torch.zeros((), dtype=like.dtype, device=like.device)
+        self._path = torch.zeros((), dtype=like.dtype, device=like.device)
+        self._finite = torch.ones((), dtype=torch.bool, device=like.device)
+        self._steps = 0
+        self._model = model
+
+    def observe(self, model: nn.Module, loss: Tensor | float) -> None:
+        """Read θ^i, ∇f(θ^i) and f(θ^i) for step i; call it just before ``optimizer.step()``.
+
+        The gradient is read as it is then, so call it after clipping and after
+        ``GradScaler.unscale_`` (or use :meth:`task`, which hooks the optimizer and does so).
+        A parameter without a gradient (``None``) counts as a zero gradient.
+        """
+        self._check_running(model)
+        loss = self._as_loss(loss)
+        if self._steps:
+            self._segment(loss)
+        self._snapshot(loss)
+
+    def end_task(self, model: nn.Module, final_loss: Tensor | float | None) -> TaskStats:
+        """Close the K-th segment at θ^K and fold the task into the meta-batch.
+
+        ``final_loss`` is f(θ^K), for instance the loss of one more forward pass on the next
+        batch (what the other segments see) or an evaluation loss. Passing ``None`` is the
+        explicit choice to drop the loss coordinate from the last segment only: it then
+        pulls θ⁰ along Δθ alone.
+        """
+        self._check_running(model)
+        if self._steps == 0:
+            raise RuntimeError("end_task: no step was observed in this task")
+        self._segment(None if final_loss is None else self._as_loss(final_loss))
+        kept = bool((self._finite & torch.isfinite(self._acc).all()).item())
+        if kept:
+            self._sum = self._acc.clone() if self._sum is None else self._sum.add_(self._acc)
+            self._paths.append(float(self._path))
+            if self.buffer_policy == "average":
+                self._add_buffers(model)
+        else:
+            self._dropped += 1
+        stats = TaskStats(steps=self._steps, path=float(self._path), dropped=not kept)
+        self._model = self._task_params = None
+        return stats
+
+    def abort_task(self) -> None:
+        """Discard the running task without counting it."""
+        self._model = self._task_params = None
+
+    def meta_grad(self) -> MetaGradStats:
+        """Add the meta-batch's mean Σ_i increment_i to ``.grad`` of θ⁰ and start a new batch.
+
+        Tasks dropped for non-finite values are left out of the mean and counted. If every
+        task was dropped, no gradient is written, so the meta-optimizer leaves θ⁰ as it is.
+        """
+        if self._model is not None:
+            raise RuntimeError("meta_grad called while a task is running: call end_task first")
+        kept = len(self._paths)
+        if kept + self._dropped == 0:
+            raise RuntimeError("meta_grad: no task was finished since the last meta_grad")
+        stats = MetaGradStats(tasks=kept, dropped=self._dropped,
+                              mean_path=sum(self._paths) / kept if kept else float("nan"))
+        if self._sum is not None:
+            mean = self._sum.div_(kept)
+            for (_, p), g in zip(self.named_meta_parameters(), self._views(mean), strict=True):
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.add_(g)
+            if self.buffer_policy == "average":
+                for n, total in self._buffer_sums.items():
+                    getattr(self.init_buffers, n).copy_(total / kept)
+        self._reset_meta_batch()
+        return stats
+
+    @contextmanager
+    def task(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[LeapTask]:
+        """Automatic mode: a task whose steps Leap reads from ``optimizer``'s step hooks.
+
+        The loop only reports its loss; the gradient is read in the optimizer's pre-step
+        hook, so after clipping and GradScaler unscaling, and a step GradScaler skips is not
+        a step. Gives the same meta-gradient as the manual protocol::
+
+            with leap.task(model, opt) as t:
+                for x, y in data:
+                    loss = criterion(model(x), y)
+                    loss.backward()
+                    t.report(loss)
+                    opt.step(); opt.zero_grad()
+                t.finish(final_loss)
+        """
+        self.begin_task(model)
+        handle = LeapTask(self, model)
+        hook = optimizer.register_step_pre_hook(lambda *_: handle._step())
+        try:
+            yield handle
+        except BaseException:
+            if self._model is not None:
+                self.abort_task()
+            raise
+        finally:
+            hook.remove()
+        if handle.stats is None:
+            self.abort_task()
+            raise RuntimeError("a Leap task ended without finish(final_loss): it was discarded")
+
+    # ---------------------------------------------------------------- internals
+    def _reset_meta_batch(self) -> None:
+        self._sum: Tensor | None = None
+        self._paths: list[float] = []
+        self._dropped = 0
+        self._buffer_sums: dict[str, Tensor] = {}
+
+    def _views(self, flat: Tensor) -> list[Tensor]:
+        return [v.view_as(p) for v, (_, p) in
+                zip(flat.split(self._numels), self.named_meta_parameters(), strict=True)]
+
+    def _check_running(self, model: nn.Module) -> None:
+        if self._model is None:
+            raise RuntimeError("no Leap task is running: call begin_task(model) first")
+        if model is not self._model:
+            raise RuntimeError("observe/end_task got a different model than begin_task")
+
+    def _as_loss(self, loss: Tensor | float) -> Tensor:
+        if isinstance(loss, Tensor):
+            if loss.numel() != 1:
+                raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
+            return loss.detach().reshape(()).to(self._acc.dtype)
+        return torch.tensor(float(loss), dtype=self._acc.dtype, device=self._acc.device)
+
+    @torch.no_grad()
+    def _snapshot(self, loss: Tensor) -> None:
+        """Keep θ^i, g_i and f_i for the segment that the next point closes."""
+        torch._foreach_copy_(self._prev_views, self._task_params)
+        grads = [p.grad for p in self._task_params]
+        if any(g is None for g in grads):
+            present = [(v, g) for v, g in zip(self._grad_views, grads, strict=True)
+                       if g is not None]
+            torch._foreach_zero_([v for v, g in zip(self._grad_views, grads, strict=True)
+                                  if g is None])
+            grads_views, grads = [v for v, _ in present], [g for _, g in present]
+        else:
+            grads_views = self._grad_views
+        if grads:
+            torch._foreach_copy_(grads_views, grads)
+        self._loss = loss
+        self._finite &= torch.isfinite(loss)
+        self._steps += 1
+
+    @torch.no_grad()
+    def _segment(self, loss: Tensor | None) -> None:
+        """Add increment_i for the segment from the stored point to the model's current θ.
+
+        ``self._prev`` becomes −Δθ − Δf·g in place, then is scaled into the accumulator:
+        four passes over the parameters besides the two snapshot copies.
+        """
+        torch._foreach_sub_(self._prev_views, self._task_params)       # −Δθ
+        sq = torch.dot(self._prev, self._prev)
+        if self.loss_term and loss is not None:
+            df = loss - self._loss
+            self._finite &= torch.isfinite(loss)
+            if self.stabilizer:
+                df = -df.abs()
+            sq = sq + df * df
+            self._prev.addcmul_(self._grad, -df)                      # −Δθ − Δf·g
+        if self.metric == "length":
+            norm = sq.sqrt()
+            self._path += norm
+            self._acc.addcmul_(self._prev, norm.clamp_min(torch.finfo(norm.dtype).tiny)
+                               .reciprocal())
+        else:
+            self._path += sq
+            self._acc.add_(self._prev)
+
+    @torch.no_grad()
+    def _add_buffers(self, model: nn.Module) -> None:
+        for n, b in model.named_buffers():
+            if n in self.buffer_names and b.is_floating_point():
+                key = _mangle(n)
+                if key in self._buffer_sums:
+                    self._buffer_sums[key].add_(b)
+                else:
+                    self._buffer_sums[key] = b.detach().clone()
+
+
+class LeapTask:
+    """Handle of an automatic-mode task (see :meth:`Leap.task`)."""
+
+    def __init__(self, leap: Leap, model: nn.Module) -> None:
+        self._leap, self._model = leap, model
+        self._loss: Tensor | float | None = None
+        self.stats: TaskStats | None = None
+
+    def report(self, loss: Tensor | float) -> None:
+        """The loss f(θ^i) of the step about to be taken."""
+        self._loss = loss
+
+    def finish(self, final_loss: Tensor | float | None) -> TaskStats:
+        """End the task with f(θ^K) (see :meth:`Leap.end_task`)."""
+        self.stats = self._leap.end_task(self._model, final_loss)
+        return self.stats
+
+    def _step(self) -> None:
+        if self._loss is None:
+            raise RuntimeError("optimizer.step() ran before report(loss) for this step")
+        self._leap.observe(self._model, self._loss)
+        self._loss = None
