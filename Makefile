@@ -34,7 +34,7 @@ lint: $(BIN)/metaleap
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint system-data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -334,9 +334,10 @@ class Leap(nn.Module):
         """
         torch._foreach_sub_(self._prev_views, self._task_params)       # −Δθ
         sq = torch.dot(self._prev, self._prev)
+        if loss is not None:
+            self._finite &= torch.isfinite(loss)
         if self.loss_term and loss is not None:
             df = loss - self._loss
-            self._finite &= torch.isfinite(loss)
             if self.stabilizer:
                 df = -df.abs()
             sq = sq + df * df
