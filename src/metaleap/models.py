@@ -1,0 +1,119 @@
+"""The networks of the protocols: the Omniglot convnet (SPEC §2.1) and its multi-headed variant.
+
+Every weight is drawn from an explicit ``torch.Generator``; layers are built on the ``meta``
+device first, so constructing a model never touches the global RNG.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from metaleap.seeding import generator as make_generator
+
+__all__ = ["ConvNet", "MultiHeadNet", "init_linear", "make_convnet"]
+
+
+@torch.no_grad()
+def init_linear(layer: nn.Linear | nn.Conv2d, generator: torch.Generator) -> None:
+    """PyTorch's default init for a linear or conv layer, drawn from ``generator``.
+
+    Weights: Kaiming-uniform with a = √5, i.e. U(−1/√fan_in, 1/√fan_in); bias the same range.
+    """
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    if layer.bias is not None:
+        fan_in = layer.weight[0].numel()
+        bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+class ConvNet(nn.Module):
+    """``blocks`` × (conv 3×3 pad 1 → BatchNorm → ReLU → max-pool 2), flatten, linear head.
+
+    With the defaults this is the paper's Omniglot network (SPEC §2.1): four 64-channel blocks
+    turn a 28×28 image into 64 features and ``head`` maps them to 20 classes. The two
+    submodules are ``encoder`` (ends with the flatten) and ``head``, so parameter names start
+    with ``"encoder."`` or ``"head."`` and a per-task head can be excluded by that prefix.
+
+    Args:
+        num_classes: outputs of the head.
+        in_channels: image channels.
+        channels: channels of every conv layer.
+        blocks: number of conv blocks.
+        image_size: input height and width (an int for square images); sets the head's
+            input size, ``channels · ⌊h/2^blocks⌋ · ⌊w/2^blocks⌋``.
+        generator: the stream the weights are drawn from; ``None`` means
+            ``metaleap.seeding.generator(0, "model")``.
+    """
+
+    def __init__(self, num_classes: int = 20, in_channels: int = 1, channels: int = 64,
+                 blocks: int = 4, image_size: int | tuple[int, int] = 28,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        layers: list[nn.Module] = []
+        for i in range(blocks):
+            layers += [nn.Conv2d(in_channels if i == 0 else channels, channels, 3, padding=1,
+                                 device="meta"),
+                       nn.BatchNorm2d(channels, device="meta"), nn.ReLU(), nn.MaxPool2d(2)]
+            h, w = h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"image_size {image_size} is too small for {blocks} pooling blocks")
+        layers.append(nn.Flatten())
+        self.encoder = nn.Sequential(*layers)
+        self.features = channels * h * w
+        self.head = nn.Linear(self.features, num_classes, device="meta")
+        self.to_empty(device="cpu")
+        self.reset_parameters(make_generator(0, "model") if generator is None else generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Redraw every weight from ``generator``; BatchNorm to (γ=1, β=0), fresh statistics."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                init_linear(m, generator)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()  # deterministic: ones, zeros and the running statistics
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+def make_convnet(num_classes: int = 20, seed: int = 0, *, in_channels: int = 1,
+                 channels: int = 64, blocks: int = 4, image_size: int | tuple[int, int] = 28
+                 ) -> ConvNet:
+    """A :class:`ConvNet` whose weights come from the stream ``(seed, "model")``."""
+    return ConvNet(num_classes, in_channels, channels, blocks, image_size,
+                   generator=make_generator(seed, "model"))
+
+
+class MultiHeadNet(nn.Module):
+    """A shared encoder with one linear head per task (multi-headed finetuning, SPEC §2.1).
+
+    ``model`` supplies the encoder (the same module object, not a copy) and, through its
+    ``head`` (an ``nn.Linear``), the head shape. The ``num_heads`` heads are drawn from
+    ``generator``. ``forward(x, head)`` runs the encoder and head number ``head``.
+    """
+
+    def __init__(self, model: nn.Module, num_heads: int,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        template = model.head
+        if not isinstance(template, nn.Linear):
+            raise TypeError("MultiHeadNet needs model.head to be an nn.Linear")
+        if num_heads < 1:
+            raise ValueError(f"num_heads must be positive, got {num_heads}")
+        self.encoder = model.encoder
+        self.heads = nn.ModuleList(
+            nn.Linear(template.in_features, template.out_features, bias=template.bias is not None,
+                      device="meta") for _ in range(num_heads))
+        self.heads.to_empty(device="cpu")  # drawn on the CPU (the generator's device), then moved
+        g = make_generator(0, "heads") if generator is None else generator
+        for head in self.heads:
+            init_linear(head, g)
+        self.heads.to(device=template.weight.device, dtype=template.weight.dtype)
+
+    def forward(self, x: Tensor, head: int) -> Tensor:
+        return self.heads[head](self.encoder(x))

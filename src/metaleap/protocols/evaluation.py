@@ -1,0 +1,84 @@
+"""Training a task from an initialization and scoring how it learned (SPEC §2.1).
+
+Every method is judged by the same procedure: load its initialization into a fresh model,
+train the task for K SGD steps, and record the training error and loss at every step, the
+area under those curves and the final error on the held-out images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from metaleap.tasks.base import Augment, Task, batches
+
+
+@dataclass(frozen=True)
+class Curve:
+    """How one task trained: K + 1 points, θ⁰ … θ^K, and the held-out error at θ^K."""
+
+    train_error: list[float]
+    train_loss: list[float]
+    test_error: float
+
+    @property
+    def error_auc(self) -> float:
+        return auc(self.train_error)
+
+    @property
+    def loss_auc(self) -> float:
+        return auc(self.train_loss)
+
+
+def auc(curve: list[float]) -> float:
+    """Trapezoid area under a per-step curve divided by its number of steps (SPEC §2.1).
+
+    For an error curve this lies in [0, 1]; lower means the task was learned faster.
+    """
+    if len(curve) < 2:
+        raise ValueError("an AUC needs at least two points")
+    points = torch.tensor(curve, dtype=torch.float64)
+    return float(torch.trapezoid(points)) / (len(curve) - 1)
+
+
+@torch.no_grad()
+def error_rate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 500) -> float:
+    """Classification error of ``model`` (in its current train/eval mode) on ``(x, y)``."""
+    wrong = sum(int((model(x[i:i + chunk]).argmax(1) != y[i:i + chunk]).sum())
+                for i in range(0, len(y), chunk))
+    return wrong / len(y)
+
+
+def train_task(make_model: Callable[[], nn.Module], init: dict[str, Tensor], task: Task,
+               steps: int, lr: float, batch_size: int, generator: torch.Generator,
+               augment: Augment | None) -> Curve:
+    """Train ``task`` for ``steps`` SGD steps from ``init``; record the curve (SPEC §2.1).
+
+    Point i < K is the error and loss of the batch that step i trains on, at θ^i (before the
+    step); point K is one more batch from the same stream, at θ^K. The test error uses the
+    model in eval mode (BatchNorm running statistics of this task).
+    """
+    model = make_model()
+    model.load_state_dict(init, strict=False)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    errors, losses = [], []
+    for i, (x, y) in enumerate(batches(task, batch_size, steps + 1, generator, augment)):
+        if i == steps:
+            with torch.no_grad():
+                logits = model(x)
+        else:
+            logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        errors.append((logits.argmax(1) != y).float().mean())
+        losses.append(loss.detach())
+        if i < steps:
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.eval()
+    return Curve(train_error=torch.stack(errors).tolist(), train_loss=torch.stack(losses).tolist(),
+                 test_error=error_rate(model, task.test_x, task.test_y))

@@ -1,0 +1,173 @@
+"""Tables and plots from run folders: ``results.json``, ``report.md`` and PNG figures.
+
+Works on finished and partial runs alike: whatever ``results/`` holds is summarised.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from metaleap.protocols.transfer import TransferConfig, summarize  # noqa: E402
+from metaleap.runs import OFFSET, RunError, read_metrics, write_json  # noqa: E402
+
+LABELS = {"leap": "Leap", "reptile": "Reptile", "fomaml": "FOMAML", "maml": "MAML",
+          "finetune": "Finetuning (multi-head)", "scratch": "No pretraining"}
+COLORS = {"leap": "tab:orange", "reptile": "tab:green", "fomaml": "tab:purple",
+          "maml": "tab:red", "finetune": "tab:blue", "scratch": "tab:gray"}
+
+
+def _config(run: Path) -> TransferConfig:
+    if not (run / "config.json").is_file():
+        raise RunError(f"{run} is not a run folder (no config.json)")
+    return TransferConfig(**json.loads((run / "config.json").read_text()))
+
+
+def summarize_run(run: str | Path) -> dict[str, Any]:
+    """Write ``results.json`` from the finished (seed, method) results found in ``run``."""
+    run = Path(run)
+    cfg = _config(run)
+    results = {}
+    for path in sorted((run / "results").glob("*.json")):
+        result = json.loads(path.read_text())
+        result.pop(OFFSET, None)
+        results[path.stem] = result
+    summary = summarize(cfg, results)
+    write_json(run / "results.json", summary)
+    return summary
+
+
+def _pct(entry: dict[str, float], seeds: int) -> str:
+    spread = entry["std_seeds"] if seeds > 1 else entry["std_tasks"]
+    return f"{100 * entry['mean']:.1f} ± {100 * spread:.1f}"
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The results table as Markdown (percentages; ± std over seeds, or tasks with one seed)."""
+    rows = ["| method | train-error AUC (%) | test error (%) | loss AUC | seeds × tasks |",
+            "|---|---|---|---|---|"]
+    for method, e in summary["methods"].items():
+        seeds = len(e["seeds"])
+        tasks = len(next(iter(e["test_error"]["per_seed"].values())))
+        spread = e["loss_auc"]["std_seeds"] if seeds > 1 else e["loss_auc"]["std_tasks"]
+        rows.append(f"| {LABELS.get(method, method)} | {_pct(e['error_auc'], seeds)} | "
+                    f"{_pct(e['test_error'], seeds)} | {e['loss_auc']['mean']:.3f} ± "
+                    f"{spread:.3f} | {seeds} × {tasks} |")
+    return "\n".join(rows)
+
+
+def plot_heldout_curves(summary: dict[str, Any], path: Path) -> None:
+    """Mean training-error curve on the held-out tasks, one line per method."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, e in summary["methods"].items():
+        mean, std = e["curve"]["mean"], e["curve"]["std"]
+        steps = range(len(mean))
+        ax.plot(steps, mean, label=LABELS.get(method, method), color=COLORS.get(method))
+        ax.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
+                        [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15,
+                        color=COLORS.get(method))
+    ax.set(xlabel="training step on a held-out task", ylabel="training error",
+           title="Held-out tasks trained from each initialization", ylim=(0, 1))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_meta_training(records: list[dict[str, Any]], path: Path) -> bool:
+    """Paper Fig. 2 (left): validation training curves as meta-training proceeds (seed 0)."""
+    val = [r for r in records if r.get("event") == "validation"]
+    if not val:
+        return False
+    seed = min(r["seed"] for r in val)
+    methods = list(dict.fromkeys(r["method"] for r in val))
+    fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.5), squeeze=False,
+                             sharey=True)
+    for ax, method in zip(axes[0], methods, strict=True):
+        mine = [r for r in val if r["method"] == method and r["seed"] == seed]
+        last = max(r["step"] for r in mine) or 1
+        for r in mine:
+            ax.plot(r["train_error_curve"], color=plt.cm.viridis(r["step"] / last), lw=1.2)
+        ax.set(title=LABELS.get(method, method), xlabel="training step", ylim=(0, 1))
+        sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, last))
+        fig.colorbar(sm, ax=ax, label="meta-step")
+    axes[0][0].set_ylabel("validation training error")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_report(run: str | Path) -> Path:
+    """``results.json``, ``report.md`` and the plots of one transfer run; returns report.md."""
+    run = Path(run)
+    summary = summarize_run(run)
+    if not summary["methods"]:
+        raise RunError(f"{run} has no finished (seed, method) result yet")
+    plot_heldout_curves(summary, run / "heldout_curves.png")
+    figures = ["heldout_curves.png"]
+    if plot_meta_training(read_metrics(run), run / "meta_training.png"):
+        figures.append("meta_training.png")
+    cfg = summary["config"]
+    lines = [f"# Transfer study: {cfg['data']}, N = {cfg['num_pretrain']} pretraining tasks", "",
+             f"Held-out tasks trained for {cfg['eval_steps']} steps from each method's "
+             f"initialization ({cfg['ways']}-way, seeds {cfg['seeds']}). Lower is better.", "",
+             table(summary), ""] + [f"![{f}]({f})" for f in figures]
+    (run / "report.md").write_text("\n".join(lines) + "\n")
+    return run / "report.md"
+
+
+def write_sweep_report(sweep: str | Path) -> Path:
+    """``sweep.json``, ``report.md`` and ``auc_vs_n.png`` (paper Fig. 2 right) of a sweep."""
+    sweep = Path(sweep)
+    points: dict[str, dict[int, dict[str, Any]]] = {}
+    for run in sorted(sweep.glob("n-*")):
+        if not (run / "config.json").is_file():
+            continue
+        summary = summarize_run(run)
+        n = summary["config"]["num_pretrain"]
+        for method, e in summary["methods"].items():
+            points.setdefault(method, {})[n] = e
+    if not points:
+        raise RunError(f"{sweep} holds no finished sweep point (n-*/results)")
+    write_json(sweep / "sweep.json", {m: {str(n): {k: e[k] for k in ("error_auc", "test_error")}
+                                          for n, e in sorted(v.items())}
+                                      for m, v in points.items()})
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, by_n in points.items():
+        ns = sorted(by_n)
+        mean = [100 * by_n[n]["error_auc"]["mean"] for n in ns]
+        std = [100 * by_n[n]["error_auc"]["std_seeds"] for n in ns]
+        ax.plot(ns, mean, marker="o", label=LABELS.get(method, method),
+                color=COLORS.get(method))
+        ax.fill_between(ns, [m - s for m, s in zip(mean, std, strict=True)],
+                        [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15,
+                        color=COLORS.get(method))
+    ax.set(xlabel="number of pretraining tasks N", ylabel="train-error AUC (%)",
+           title="Held-out AUC against pretraining tasks")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(sweep / "auc_vs_n.png", dpi=120)
+    plt.close(fig)
+    ns = sorted({n for v in points.values() for n in v})
+    sections = []
+    for metric, title in (("error_auc", "Train-error AUC (%)"), ("test_error", "Test error (%)")):
+        lines = [f"**{title}**, mean ± std over seeds", "",
+                 "| method | " + " | ".join(f"N = {n}" for n in ns) + " |",
+                 "|---|" + "---|" * len(ns)]
+        for method, by_n in points.items():
+            cells = [f"{100 * by_n[n][metric]['mean']:.1f} ± "
+                     f"{100 * by_n[n][metric]['std_seeds']:.1f}" if n in by_n else "–"
+                     for n in ns]
+            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+        sections.append("\n".join(lines))
+    (sweep / "report.md").write_text("# Sweep over the number of pretraining tasks\n\n"
+                                     + "\n\n".join(sections)
+                                     + "\n\n![AUC against N](auc_vs_n.png)\n")
+    return sweep / "report.md"

@@ -1,0 +1,198 @@
+"""Run folders: resolved config, metrics log, checkpoints, results and exported weights.
+
+A run folder holds::
+
+    config.json            the fully resolved configuration
+    metrics.jsonl          one JSON line per meta-step and per validation
+    checkpoints/KEY.pt     the latest state of an unfinished (seed, method); plain tensors
+    results/KEY.json       the finished (seed, method) results
+    init/KEY.safetensors   the learned initialization, with its config in the metadata
+    results.json, report.md, *.png   the summary (see :mod:`metaleap.report`)
+
+Every file is written atomically (temporary file, then rename), so an interrupted run (Ctrl-C,
+``kill -9``, power loss) leaves the last complete state. Each checkpoint and result records
+the length of ``metrics.jsonl`` when it was written; resuming cuts the log back to the
+newest of those, so the resumed log equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from metaleap.models import make_convnet
+
+OFFSET = "log_offset"
+
+
+class RunError(RuntimeError):
+    """A run folder that cannot be used as asked (exists, missing, other config)."""
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
+
+
+class RunDir:
+    """A run folder; implements the protocols' ``Store``.
+
+    Args:
+        path: the folder.
+        config: the resolved configuration (a JSON-able dict).
+        resume: continue the run in ``path``; its config must equal ``config``.
+        overwrite: delete whatever ``path`` holds and start afresh.
+        tensorboard: also write the numeric fields of each record as TensorBoard scalars
+            (``path/tensorboard``; needs ``pip install tensorboard``).
+    Without either flag, an existing non-empty ``path`` is an error: nothing is overwritten.
+    """
+
+    def __init__(self, path: str | Path, config: dict[str, Any], resume: bool = False,
+                 overwrite: bool = False, tensorboard: bool = False) -> None:
+        self.path = Path(path)
+        if resume and overwrite:
+            raise RunError("choose one of --resume and --overwrite")
+        exists = self.path.exists() and any(self.path.iterdir())
+        if resume:
+            if not (self.path / "config.json").is_file():
+                raise RunError(f"cannot resume: {self.path} holds no run (no config.json)")
+            saved = json.loads((self.path / "config.json").read_text())
+            if saved != config:
+                diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+                raise RunError(f"cannot resume {self.path}: its config differs in {diff}")
+            self._truncate_log()
+        else:
+            if exists and not overwrite:
+                raise RunError(f"{self.path} exists and is not empty: "
+                               "pass --resume to continue it or --overwrite to replace it")
+            if exists:
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(self.path / "config.json", config)
+        self._log = open(self.path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise RunError("--tensorboard needs: pip install tensorboard") from None
+            self._tb = SummaryWriter(str(self.path / "tensorboard"))
+
+    # ---------------------------------------------------------------- Store
+    def log(self, record: dict[str, Any]) -> None:
+        self._log.write(json.dumps(record) + "\n")
+        self._log.flush()
+        if self._tb is not None:
+            prefix = f"{record.get('method')}/seed{record.get('seed')}/{record.get('event')}"
+            for k, v in record.items():
+                if isinstance(v, float):
+                    self._tb.add_scalar(f"{prefix}/{k}", v, record.get("step", 0))
+
+    def save_state(self, key: str, state: dict[str, Any]) -> None:
+        state = {**state, OFFSET: self._offset()}
+        atomic_write(self.path / "checkpoints" / f"{key}.pt", lambda tmp: torch.save(state, tmp))
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        path = self.path / "checkpoints" / f"{key}.pt"
+        if not path.is_file():
+            return None
+        state = torch.load(path, weights_only=True)
+        state.pop(OFFSET)
+        return state
+
+    def save_result(self, key: str, result: dict[str, Any]) -> None:
+        write_json(self.path / "results" / f"{key}.json", {**result, OFFSET: self._offset()})
+        (self.path / "checkpoints" / f"{key}.pt").unlink(missing_ok=True)
+
+    def load_result(self, key: str) -> dict[str, Any] | None:
+        path = self.path / "results" / f"{key}.json"
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text())
+        result.pop(OFFSET)
+        return result
+
+    def export_initialization(self, key: str, tensors: dict[str, Tensor],
+                              metadata: dict[str, str]) -> None:
+        tensors = {k: tensors[k].detach().contiguous().cpu() for k in sorted(tensors)}
+        atomic_write(self.path / "init" / f"{key}.safetensors",
+                     lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+    # ---------------------------------------------------------------- helpers
+    def _offset(self) -> int:
+        self._log.flush()
+        return self._log.tell()
+
+    def _truncate_log(self) -> None:
+        """Cut ``metrics.jsonl`` back to what the newest checkpoint or result had seen."""
+        offsets = [0]
+        for path in (self.path / "checkpoints").glob("*.pt"):
+            offsets.append(torch.load(path, weights_only=True)[OFFSET])
+        for path in (self.path / "results").glob("*.json"):
+            offsets.append(json.loads(path.read_text())[OFFSET])
+        log = self.path / "metrics.jsonl"
+        if log.exists():
+            with open(log, "rb+") as f:
+                f.truncate(max(offsets))
+
+    def close(self) -> None:
+        self._log.close()
+        if self._tb is not None:
+            self._tb.close()
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl`` (a partial last line is ignored)."""
+    records = []
+    with open(Path(path) / "metrics.jsonl", encoding="utf-8") as f:
+        for line in f:
+            if line.endswith("\n"):
+                records.append(json.loads(line))
+    return records
+
+
+def load_initialization(path: str | Path) -> nn.Module:
+    """A fresh ConvNet with an exported initialization loaded (its head too, if learned).
+
+    ``path`` is an ``init/KEY.safetensors`` file of a run. Parameters the method does not
+    learn (finetuning's head) keep the fresh model's seeded values.
+    """
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    config = json.loads(metadata["config"])
+    model = make_convnet(int(metadata["num_classes"]), int(metadata["seed"]),
+                         image_size=config["image_size"])
+    loaded = model.load_state_dict(load_file(str(path)), strict=False)
+    if loaded.unexpected_keys:
+        raise RunError(f"{path} does not fit a ConvNet: unexpected {loaded.unexpected_keys}")
+    return model

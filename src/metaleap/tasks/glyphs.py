@@ -1,0 +1,322 @@
+"""Glyph alphabets: the offline stand-in for Omniglot (SPEC §2.1, §3).
+
+Each alphabet is one writing system's main letters (chosen from Unicode data, see
+:mod:`metaleap.tasks.glyphs_render`), written by 20 "drawers": drawer ``j`` uses one of the fonts
+that cover the alphabet, reduced to centre lines and redrawn with its own pen, slant, tilt,
+proportions and wobble, plus per-image affine jitter and an elastic field. Images are cropped to
+the ink, centred with a margin and resized to ``size``² pixels (28 by default).
+
+The set is built once (under two minutes on two cores) and cached in
+``$METALEAP_CACHE``, else ``$XDG_CACHE_HOME/metaleap``, else ``~/.cache/metaleap``, as
+``glyphs-v<version>-<key>.safetensors`` (uint8 images, labels and the manifest in its metadata)
+with the manifest also beside it as JSON. The key hashes every input: format version, the font
+files and their SHA-256, seed, size, options, the drawing code and the versions of the libraries
+that draw, so a changed input builds a new file and the same inputs load the old one. The same
+inputs give a byte-identical file: every random choice comes from :mod:`metaleap.seeding`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import multiprocessing
+import os
+import tempfile
+import unicodedata
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import fontTools
+import matplotlib
+import numpy as np
+import PIL
+import torch
+from PIL import Image, ImageDraw, ImageFont, features
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from metaleap.seeding import generator
+from metaleap.tasks import glyphs_render as render
+from metaleap.tasks.base import Task
+
+__all__ = ["GlyphAlphabets", "available_alphabets", "build_glyphs", "cache_folder",
+           "list_alphabets", "preview_sheet"]
+
+FORMAT_VERSION = 1
+T = TypeVar("T")
+DRAWERS = render.DRAWERS
+
+
+def cache_folder(path: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder: ``path``, else ``$METALEAP_CACHE``, ``$XDG_CACHE_HOME/metaleap`` or
+    ``~/.cache/metaleap``."""
+    if path is not None:
+        return Path(path)
+    if os.environ.get("METALEAP_CACHE"):
+        return Path(os.environ["METALEAP_CACHE"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return Path(xdg) / "metaleap" if xdg else Path.home() / ".cache" / "metaleap"
+
+
+def _options(size: int, seed: int, fonts: str, alphabets: Sequence[str] | None,
+             min_fonts: int | None) -> tuple[dict[str, object], list[tuple[Path, str, str]]]:
+    """Everything the dataset depends on (the cache key's content) and the font files."""
+    if size < 8:
+        raise ValueError(f"size must be at least 8 pixels, not {size}")
+    files = [(p, source, render.sha256(p)) for p, source in render.font_files(fonts)]
+    if min_fonts is None:  # matplotlib alone has two families (DejaVu, STIX): ask for less
+        min_fonts = 3 if any(source != "matplotlib" for _, source, _ in files) else 2
+    options = {
+        "format": "metaleap-glyphs", "version": FORMAT_VERSION, "size": int(size),
+        "seed": int(seed), "drawers": DRAWERS, "fonts": fonts, "min_fonts": int(min_fonts),
+        "alphabets": sorted(alphabets) if alphabets is not None else None,
+        "font_files": [[str(p), digest] for p, _, digest in files],
+        "code": _code_hash(),
+        "software": {"fonttools": fontTools.version, "pillow": PIL.__version__,
+                     "freetype": features.version("freetype2"), "numpy": np.__version__,
+                     "torch": torch.__version__.split("+")[0],
+                     "unicode": unicodedata.unidata_version},
+    }
+    return options, files
+
+
+def _code_hash() -> str:
+    """A hash of the code that chooses and draws the glyphs: edits to it rebuild the cache."""
+    return hashlib.sha256(Path(render.__file__).read_bytes()).hexdigest()[:16]
+
+
+def _key(options: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _run(pool: ProcessPoolExecutor | None, fn: Callable[..., T], args: list[tuple], desc: str,
+         progress: bool) -> list[T]:
+    """``fn(*a)`` for each ``a`` in order, in the pool if any, with a progress bar."""
+    results = pool.map(fn, *zip(*args, strict=True)) if pool and args else (fn(*a) for a in args)
+    return list(tqdm(results, total=len(args), desc=desc, unit="alphabet", disable=not progress))
+
+
+@contextlib.contextmanager
+def _pool(workers: int | None) -> Iterator[ProcessPoolExecutor | None]:
+    """A process pool of ``workers`` (default: CPU count), or ``None`` to work in-process;
+    one torch thread per process either way."""
+    workers = workers or os.cpu_count() or 1
+    if workers > 1:
+        # fork: no re-import of the caller's script (spawn needs a __main__ guard there)
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with ProcessPoolExecutor(workers, multiprocessing.get_context(method),
+                                 initializer=_init_worker) as pool:
+            yield pool
+        return
+    threads = torch.get_num_threads()
+    _init_worker()
+    try:
+        yield None
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _plan(files: list[tuple[Path, str, str]], options: dict, pool: ProcessPoolExecutor | None,
+          progress: bool) -> tuple[list[render.FontInfo], list[render.AlphabetSpec]]:
+    """The fonts and the alphabets chosen with them."""
+    infos, cmaps = render.load_fonts(files)
+    jobs = render.alphabet_jobs(infos, cmaps, options["alphabets"])
+    chosen = _run(pool, render.select_alphabet, [(job, options["min_fonts"]) for job in jobs],
+                  "glyphs: choosing letters", progress)
+    specs = [spec for spec in chosen if spec is not None]
+    missing = sorted(set(options["alphabets"] or []) - {s.name for s in specs})
+    if missing or not specs:
+        raise ValueError(f"no glyph alphabet with {render.MIN_LETTERS}+ letters in "
+                         f"{options['min_fonts']}+ of the {options['fonts']!r} fonts for "
+                         f"{missing or 'any script'}")
+    return infos, specs
+
+
+def available_alphabets(fonts: str = "all", min_fonts: int | None = None,
+                        workers: int | None = None) -> dict[str, str]:
+    """Alphabet name -> characters that :func:`build_glyphs` would draw (without drawing)."""
+    options, files = _options(28, 0, fonts, None, min_fonts)
+    with _pool(workers) as pool:
+        return {s.name: s.characters for s in _plan(files, options, pool, False)[1]}
+
+
+def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
+                 fonts: str = "all", alphabets: Sequence[str] | None = None,
+                 min_fonts: int | None = None, workers: int | None = None,
+                 progress: bool = True) -> Path:
+    """Build the glyph alphabets unless cached; return the cache file's path.
+
+    ``fonts``: ``"all"`` (matplotlib's and the Debian fonts) or ``"matplotlib"`` (its fonts
+    only). ``alphabets``: Unicode script names to restrict to (e.g. ``["Greek", "Latin"]``).
+    ``min_fonts``: fonts an alphabet needs (default 3, or 2 with matplotlib's fonts alone).
+    ``workers``: processes (default: the CPU count; 1 builds in this process). The output does
+    not depend on ``workers``.
+    """
+    options, files = _options(size, seed, fonts, alphabets, min_fonts)
+    folder = cache_folder(cache_dir)
+    path = folder / f"glyphs-v{FORMAT_VERSION}-{_key(options)}.safetensors"
+    if path.exists():
+        return path
+    with _pool(workers) as pool:
+        infos, specs = _plan(files, options, pool, progress)
+        drawn = _run(pool, render.render_alphabet,
+                     [(s, [infos[i] for i in s.fonts], seed, size) for s in specs],
+                     "glyphs: drawing", progress)
+    used = sorted({i for s in specs for i in s.fonts})
+    position = {i: k for k, i in enumerate(used)}
+    manifest = {
+        **{k: v for k, v in options.items() if k != "font_files"}, "key": _key(options),
+        "fonts_considered": len(infos),
+        "font_list": [infos[i].to_dict() for i in used],
+        "alphabet_list": [{"name": s.name, "script": s.script, "block": s.block,
+                           "characters": s.characters,
+                           "fonts": [position[i] for i in s.fonts]} for s in specs],
+    }
+    labels = np.array([(a, c) for a, s in enumerate(specs) for c in range(len(s.characters))])
+    tensors = {"images": torch.from_numpy(np.concatenate(drawn)),
+               "labels": torch.from_numpy(labels.astype(np.int32))}
+    text = json.dumps(manifest, sort_keys=True, ensure_ascii=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"manifest": text}))
+    pretty = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    _atomic_write(path.with_suffix(".json"),
+                  lambda tmp: Path(tmp).write_text(pretty, encoding="utf-8"))
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """``write(temporary path)`` in ``path``'s folder, then rename it onto ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the usual permissions
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class GlyphAlphabets:
+    """The glyph alphabets as a task set (:class:`metaleap.tasks.base.TaskSet`).
+
+    Builds the cache on first use (see :func:`build_glyphs` for the arguments) and loads it.
+    """
+
+    def __init__(self, size: int = 28, seed: int = 0,
+                 cache_dir: str | os.PathLike[str] | None = None, fonts: str = "all",
+                 alphabets: Sequence[str] | None = None, min_fonts: int | None = None,
+                 workers: int | None = None, progress: bool = True) -> None:
+        self.path = build_glyphs(size, seed, cache_dir, fonts, alphabets, min_fonts, workers,
+                                 progress)
+        with safe_open(self.path, framework="pt") as f:
+            self.manifest: dict = json.loads(f.metadata()["manifest"])
+            self._images = f.get_tensor("images")
+        counts = [len(a["characters"]) for a in self.manifest["alphabet_list"]]
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
+        self.size = self.manifest["size"]
+        self.seed = self.manifest["seed"]
+
+    @property
+    def names(self) -> list[str]:
+        """Alphabet names (Unicode script names), by index."""
+        return [a["name"] for a in self.manifest["alphabet_list"]]
+
+    def __len__(self) -> int:
+        return len(self.manifest["alphabet_list"])
+
+    def characters(self, index: int) -> list[str]:
+        """The characters of alphabet ``index``, in label order of :meth:`images`."""
+        return list(self.manifest["alphabet_list"][index]["characters"])
+
+    def fonts(self, index: int) -> list[str]:
+        """The fonts of alphabet ``index``'s drawers (drawer ``j`` uses ``j % len``)."""
+        return [self.manifest["font_list"][i]["name"]
+                for i in self.manifest["alphabet_list"][index]["fonts"]]
+
+    def images(self, index: int) -> torch.Tensor:
+        """uint8 images ``(characters, 20 drawers, 1, size, size)`` of alphabet ``index``."""
+        lo, hi = self._offsets[index], self._offsets[index + 1]
+        return self._images[lo:hi].unsqueeze(2)
+
+    def task(self, index: int, seed: int, ways: int = 20, train_per_class: int = 15,
+             test_per_class: int = 5) -> Task:
+        """A ``ways``-way task on alphabet ``index`` (SPEC §2.1).
+
+        ``ways`` characters, and for each which drawers train and which test, are drawn from the
+        stream ``(seed, "task", alphabet name)``; labels are 0..ways-1 in drawing order.
+        """
+        name = self.names[index]
+        images = self.images(index)
+        if ways > len(images):
+            raise ValueError(f"alphabet {name!r} has {len(images)} characters, fewer than "
+                             f"ways={ways}")
+        if train_per_class + test_per_class > DRAWERS:
+            raise ValueError(f"{train_per_class} + {test_per_class} images per class exceed "
+                             f"the {DRAWERS} drawers")
+        g = generator(seed, "task", name)
+        chars = torch.randperm(len(images), generator=g)[:ways]
+        drawers = torch.stack([torch.randperm(DRAWERS, generator=g) for _ in range(ways)])
+        train_idx = drawers[:, :train_per_class]
+        test_idx = drawers[:, train_per_class:train_per_class + test_per_class]
+
+        def split(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            x = images[chars[:, None], idx].flatten(0, 1).float() / 255.0
+            return x, torch.arange(ways).repeat_interleave(idx.shape[1])
+
+        train_x, train_y = split(train_idx)
+        test_x, test_y = split(test_idx)
+        return Task(name, ways, train_x, train_y, test_x, test_y)
+
+
+def _label_font() -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path(), "fonts", "ttf",
+                                       "DejaVuSans.ttf")), 14)
+
+
+def preview_sheet(ds: GlyphAlphabets, path: str | os.PathLike[str],
+                  alphabets: Sequence[int | str] | None = None, drawers: int = 20,
+                  chars: int = 1) -> Path:
+    """A PNG contact sheet: per alphabet (index or name; default all) ``chars`` rows, characters
+    spread over the alphabet, one column per drawer, alphabet names as row labels; dark ink."""
+    picks = [ds.names.index(a) if isinstance(a, str) else a
+             for a in (alphabets if alphabets is not None else range(len(ds)))]
+    cell, label_w = max(2 * ds.size, 48), 190
+    rows = [(i, int((k + 0.5) * len(ds.characters(i)) / chars)) for i in picks
+            for k in range(chars)]
+    sheet = Image.new("L", (label_w + drawers * (cell + 2), len(rows) * (cell + 2)), 255)
+    draw, font = ImageDraw.Draw(sheet), _label_font()
+    for r, (i, c) in enumerate(rows):
+        y = r * (cell + 2)
+        draw.text((6, y + cell // 2), f"{ds.names[i]} ({len(ds.characters(i))})", fill=0,
+                  font=font, anchor="lm")
+        for j, img in enumerate(ds.images(i)[c, :drawers, 0].numpy()):
+            tile = Image.fromarray(255 - img).resize((cell, cell), Image.Resampling.BILINEAR)
+            sheet.paste(tile, (label_w + j * (cell + 2), y))
+    path = Path(path)
+    sheet.save(path, format="PNG")
+    return path
+
+
+def list_alphabets(ds: GlyphAlphabets) -> str:
+    """A printable table: alphabet, number of characters, Unicode block, fonts."""
+    lines = [f"{'alphabet':<24} {'chars':>5}  {'block':<38} fonts"]
+    for i, name in enumerate(ds.names):
+        fonts = ds.fonts(i)
+        shown = ", ".join(fonts[:4]) + (f", … ({len(fonts)})" if len(fonts) > 4 else "")
+        block = ds.manifest["alphabet_list"][i]["block"]
+        lines.append(f"{name:<24} {len(ds.characters(i)):>5}  {block:<38} {shown}")
+    total = sum(len(ds.characters(i)) for i in range(len(ds)))
+    lines.append(f"{len(ds)} alphabets, {total} characters × {DRAWERS} drawers, "
+                 f"{ds.size}×{ds.size} px, seed {ds.seed}")
+    return "\n".join(lines)
