@@ -268,9 +268,9 @@ def test_glyph_loader_logic(monkeypatch: pytest.MonkeyPatch, name: str, script: 
     assert (len(task.train_y), len(task.val_y), len(task.test_y)) == (200, 40, 80)
 
 
-def test_glyphs_latin_real() -> None:
-    """The real Latin glyph set (built into the metaleap cache on first use, then loaded)."""
-    pytest.importorskip("metaleap.tasks.glyphs")
+def test_glyphs_latin_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real Latin glyph set, built into a fresh cache."""
+    monkeypatch.setenv("METALEAP_CACHE", str(tmp_path))
     data = DATASETS["glyphs_latin"](0)
     assert data.num_classes == 26 and data.class_names[0] == "A"
     _check_images(data, 26 * 20, 26)

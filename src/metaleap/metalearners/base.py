@@ -234,6 +234,27 @@ class InitializationLearner(MetaLearner):
         """Plain SGD over all the working model's parameters (the per-task ones included)."""
         return torch.optim.SGD(self.model.parameters(), lr=self.inner_lr)
 
+    def adapt(self, task: TaskStream, observe: Callable[[Tensor], None] | None = None
+              ) -> tuple[Tensor, Tensor, Batch]:
+        """K inner SGD steps on all but the last batch of ``task``, from the model as it is.
+
+        ``observe(loss)`` runs just before each step (gradients in place). Returns the loss of
+        the first and of the last step, and the extra batch, not yet used.
+        """
+        opt = self.inner_optimizer()
+        losses: list[Tensor] = []
+        for (x, y), last in with_last(task.batches):
+            if last:
+                return losses[0], losses[-1], (x, y)
+            loss = self.loss_fn(self.model(x), y)
+            loss.backward()
+            if observe is not None:
+                observe(loss)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses[1:] = [loss]  # keep the first and the latest
+        raise RuntimeError("unreachable: with_last always flags the last batch")
+
     def extra_state(self) -> dict[str, Any]:
         return {"meta_optimizer": self.meta_optimizer.state_dict()}
 

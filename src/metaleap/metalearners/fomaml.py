@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
-
-from metaleap.metalearners.base import LossLog, MeanGrad, TaskStream, ThetaLearner, with_last
+from metaleap.metalearners.base import LossLog, MeanGrad, TaskStream, ThetaLearner
 
 
 class FOMAML(ThetaLearner):
@@ -25,20 +23,12 @@ class FOMAML(ThetaLearner):
         mean = MeanGrad(self.theta.values())
         for task in tasks:
             self.begin_task()
-            opt = self.inner_optimizer()
-            first: Tensor | None = None
-            for (x, y), last in with_last(task.batches):
-                loss = self.loss_fn(model(x), y)
-                loss.backward()
-                if last:  # the query gradient ∇f(θ^K)
-                    break
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                first = loss if first is None else first
-                step_loss = loss
+            first, step_loss, (x, y) = self.adapt(task)
+            query = self.loss_fn(model(x), y)
+            query.backward()  # the query gradient ∇f(θ^K)
             mean.add([p.grad for p in self.model_meta_parameters()])
-            opt.zero_grad(set_to_none=True)
-            log.add(first, step_loss, loss)  # type: ignore[arg-type]
+            model.zero_grad(set_to_none=True)
+            log.add(first, step_loss, query)
         mean.write()
         self.meta_update()
         return {**log.metrics(), "dropped": float(mean.dropped)}

@@ -22,7 +22,6 @@ from metaleap.metalearners.base import (
     LossLog,
     TaskStream,
     make_meta_optimizer,
-    with_last,
 )
 
 
@@ -57,7 +56,10 @@ class LeapLearner(InitializationLearner):
             self.leap.begin_task(model)  # θ⁰ and its buffers
             self.per_task.load_into(model)
             try:
-                first, step_loss, final = self._task(task)
+                first, step_loss, (x, y) = self.adapt(
+                    task, lambda loss: self.leap.observe(model, loss))
+                with torch.no_grad():  # f(θ^K) closes the K-th segment
+                    final = self.loss_fn(model(x), y)
             except BaseException:
                 self.leap.abort_task()
                 raise
@@ -66,24 +68,6 @@ class LeapLearner(InitializationLearner):
         stats = self.leap.meta_grad()
         self.meta_update()
         return {**log.metrics(), "path": stats.mean_path, "dropped": float(stats.dropped)}
-
-    def _task(self, task: TaskStream) -> tuple[Tensor, Tensor, Tensor]:
-        """K observed SGD steps, then f(θ^K) on the extra batch: (first, last step, final) loss."""
-        model, opt = self.model, self.inner_optimizer()
-        first: Tensor | None = None
-        for (x, y), last in with_last(task.batches):
-            if last:
-                with torch.no_grad():
-                    final = self.loss_fn(model(x), y)
-                break
-            loss = self.loss_fn(model(x), y)
-            loss.backward()
-            self.leap.observe(model, loss)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            first = loss if first is None else first
-            step_loss = loss
-        return first, step_loss, final  # type: ignore[return-value]
 
     def initialization(self) -> dict[str, Tensor]:
         return self.leap.initialization()

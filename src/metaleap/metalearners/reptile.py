@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
 
-from metaleap.metalearners.base import LossLog, MeanGrad, TaskStream, ThetaLearner, with_last
+from metaleap.metalearners.base import LossLog, MeanGrad, TaskStream, ThetaLearner
 
 
 class Reptile(ThetaLearner):
@@ -28,22 +27,12 @@ class Reptile(ThetaLearner):
         mean = MeanGrad(theta)
         for task in tasks:
             self.begin_task()
-            opt = self.inner_optimizer()
-            first: Tensor | None = None
-            for (x, y), last in with_last(task.batches):
-                if last:
-                    with torch.no_grad():
-                        final = self.loss_fn(model(x), y)
-                    break
-                loss = self.loss_fn(model(x), y)
-                loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                first = loss if first is None else first
-                step_loss = loss
+            first, step_loss, (x, y) = self.adapt(task)
+            with torch.no_grad():
+                final = self.loss_fn(model(x), y)
             with torch.no_grad():
                 mean.add(torch._foreach_sub(theta, self.model_meta_parameters()))  # θ⁰ − θ^K
-            log.add(first, step_loss, final)  # type: ignore[arg-type]
+            log.add(first, step_loss, final)
         mean.write()
         self.meta_update()
         return {**log.metrics(), "dropped": float(mean.dropped)}

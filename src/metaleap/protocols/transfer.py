@@ -91,13 +91,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's numbers: FOMAML's meta lr 0.5 and MAML's 5 inner steps (SPEC §2.1).
     "omniglot-paper": dict(seeds=list(range(10)), method_overrides={
         "fomaml": {"meta_lr": 0.5}, "maml": {"inner_steps": 5}}),
-    # `metaleap demo`: a few minutes on 2 CPU cores.
+    # `metaleap demo`: about 5 minutes on 2 CPU cores (plus building the glyphs once).
     "demo": dict(methods=["leap", "reptile", "finetune", "scratch"], num_pretrain=5,
-                 num_heldout=5, num_val=2, meta_batch=5, inner_steps=25, meta_steps=30,
-                 eval_steps=50, eval_every=10, checkpoint_every=5),
-    # The committed glyph study (docs/results): what this 2-core machine allows.
-    "glyphs-small": dict(seeds=[0, 1, 2], num_val=3, meta_batch=5, inner_steps=50,
-                         meta_steps=60, eval_steps=100, eval_every=20, checkpoint_every=5,
+                 num_heldout=5, num_val=2, meta_batch=5, inner_steps=20, meta_steps=20,
+                 eval_steps=50, eval_every=5, checkpoint_every=5),
+    # The committed glyph study (docs/results): what this 2-core machine allows in an hour.
+    "glyphs-small": dict(seeds=[0, 1], num_heldout=5, num_val=2, meta_batch=4, inner_steps=20,
+                         meta_steps=15, eval_steps=50, eval_every=5, checkpoint_every=5,
                          method_overrides={"fomaml": {"meta_lr": 0.5},
                                            "maml": {"inner_steps": 5}}),
     # Seconds: for tests and smoke checks.
