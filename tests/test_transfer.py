@@ -238,3 +238,13 @@ def test_cli_refuses_existing_folder(tmp_path: Path, omniglot: Path, capsys):
                  str(tmp_path / "run"), "--no-progress"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (tmp_path / "run" / "precious.txt").read_text() == "keep me"
+
+
+def test_cli_data_glyphs_list_and_preview(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("METALEAP_CACHE", str(tmp_path / "cache"))
+    sheet = tmp_path / "sheet.png"
+    assert main(["data", "glyphs", "--fonts", "matplotlib", "--list", "--preview",
+                 str(sheet)]) == 0
+    out = capsys.readouterr().out
+    assert "Greek" in out and "Latin" in out and str(sheet) in out
+    assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -100,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_data_glyphs(args: argparse.Namespace) -> None:
     from metaleap.tasks.glyphs import GlyphAlphabets, list_alphabets, preview_sheet
 
-    ds = GlyphAlphabets(size=args.size)
+    ds = GlyphAlphabets(size=args.size, fonts=args.fonts)
     if args.list or not args.preview:
         print(list_alphabets(ds))
     if args.preview:
@@ -140,6 +140,8 @@ def parser() -> argparse.ArgumentParser:
     glyphs.add_argument("--list", action="store_true", help="alphabets and character counts")
     glyphs.add_argument("--preview", metavar="PNG", help="write a contact sheet")
     glyphs.add_argument("--size", type=int, default=28, help="image size (default 28)")
+    glyphs.add_argument("--fonts", choices=("all", "matplotlib"), default="all",
+                        help="all fonts on the machine (default) or matplotlib's alone")
     glyphs.set_defaults(func=cmd_data_glyphs)
     return p
 
