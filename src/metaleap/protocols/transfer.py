@@ -19,7 +19,7 @@ import dataclasses
 import json
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,7 +121,7 @@ def _parse_value(text: str, like: Any, key: str) -> Any:
         raise ConfigError(f"--set {key}={text}: expected {type(like).__name__}") from None
 
 
-def resolve_config(preset: str = "omniglot-paper", overrides: list[str] = (),
+def resolve_config(preset: str = "omniglot-paper", overrides: Sequence[str] = (),
                    **fields: Any) -> TransferConfig:
     """A preset, then ``key=value`` overrides (``method.key=value`` for one method)."""
     if preset not in PRESETS:
@@ -234,16 +234,15 @@ class TransferStudy:
 
     def run(self, store: Store) -> dict[str, dict[str, Any]]:
         """Every (seed, method) result, resuming finished and checkpointed ones in ``store``."""
-        self.store = store
         results = {}
         for seed in self.cfg.seeds:
             tasks: dict[int, Task] = {}
             for method in self.cfg.methods:
                 key = f"seed{seed}-{method}"
-                result = self.store.load_result(key)
+                result = store.load_result(key)
                 if result is None:
-                    result = self._run_method(method, seed, tasks)
-                    self.store.save_result(key, result)
+                    result = self._run_method(store, method, seed, tasks)
+                    store.save_result(key, result)
                 results[key] = result
         return results
 
@@ -255,7 +254,8 @@ class TransferStudy:
                                              test_per_class=self.cfg.test_per_class)
         return tasks[index]
 
-    def _run_method(self, method: str, seed: int, tasks: dict[int, Task]) -> dict[str, Any]:
+    def _run_method(self, store: Store, method: str, seed: int, tasks: dict[int, Task]
+                    ) -> dict[str, Any]:
         cfg, split, key = self.cfg.for_method(method), self.splits[seed], f"seed{seed}-{method}"
         make_model = model_factory(cfg, seed)
         options = dict(metric=cfg.leap_metric, loss_term=cfg.leap_loss_term,
@@ -264,14 +264,14 @@ class TransferStudy:
                                    meta_lr=cfg.meta_lr, num_tasks=len(split.pretrain),
                                    seed=seed, **options)
         start = 0
-        state = self.store.load_state(key)
+        state = store.load_state(key)
         if state is not None:
             learner.load_state_dict(state["module"])
             learner.load_extra_state(state["extra"])
             start = state["step"]
         steps = cfg.meta_steps if learner.meta_trains else 0
         if start == 0 and steps:
-            self._validate(learner, make_model, seed, 0, method, tasks)
+            self._validate(store, learner, make_model, seed, 0, method, tasks)
         bar = tqdm(range(start, steps), desc=f"{method} seed {seed}", unit="meta-step",
                    initial=start, total=steps, disable=not self.progress or not steps,
                    dynamic_ncols=True)
@@ -282,20 +282,20 @@ class TransferStudy:
                 raise DivergedError(f"{method} diverged at meta-step {step + 1} (seed {seed}): "
                                   "its initialization is no longer finite; lower the learning "
                                   "rates")
-            self.store.log({"event": "meta_step", "seed": seed, "method": method,
+            store.log({"event": "meta_step", "seed": seed, "method": method,
                             "step": step + 1, "seconds": time.perf_counter() - began, **metrics})
             bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items()
                              if isinstance(v, float)}, refresh=False)
             if (step + 1) % cfg.eval_every == 0 or step + 1 == steps:
-                self._validate(learner, make_model, seed, step + 1, method, tasks)
+                self._validate(store, learner, make_model, seed, step + 1, method, tasks)
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < steps:
-                self.store.save_state(key, {"step": step + 1, "module": learner.state_dict(),
-                                            "extra": learner.extra_state()})
+                store.save_state(key, {"step": step + 1, "module": learner.state_dict(),
+                                       "extra": learner.extra_state()})
         init = learner.initialization()
         curves = [self._evaluate(init, make_model, seed, h, "eval", tasks)
                   for h in tqdm(split.heldout, desc=f"{method} seed {seed} held-out",
                                 unit="task", disable=not self.progress)]
-        self.store.export_initialization(key, init, {
+        store.export_initialization(key, init, {
             "method": method, "seed": str(seed), "num_classes": str(cfg.ways),
             "architecture": "metaleap.models.ConvNet", "config": json.dumps(cfg.to_dict())})
         return {"method": method, "seed": seed, "num_pretrain": cfg.num_pretrain,
@@ -328,14 +328,15 @@ class TransferStudy:
                           self.cfg.eval_lr, self.cfg.batch_size,
                           seeding.generator(seed, purpose, index), self.augment)
 
-    def _validate(self, learner: MetaLearner, make_model: Callable[[], nn.Module], seed: int,
-                  step: int, method: str, tasks: dict[int, Task]) -> None:
+    def _validate(self, store: Store, learner: MetaLearner,
+                  make_model: Callable[[], nn.Module], seed: int, step: int, method: str,
+                  tasks: dict[int, Task]) -> None:
         split = self.splits[seed]
         if not split.val:
             return
         init = learner.initialization()
         curves = [self._evaluate(init, make_model, seed, v, "val", tasks) for v in split.val]
-        self.store.log({
+        store.log({
             "event": "validation", "seed": seed, "method": method, "step": step,
             "error_auc": statistics.fmean(c.error_auc for c in curves),
             "test_error": statistics.fmean(c.test_error for c in curves),
