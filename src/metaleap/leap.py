@@ -310,17 +310,12 @@ class Leap(nn.Module):
     def _snapshot(self, loss: Tensor) -> None:
         """Keep θ^i, g_i and f_i for the segment that the next point closes."""
         torch._foreach_copy_(self._prev_views, self._task_params)
-        grads = [p.grad for p in self._task_params]
-        if any(g is None for g in grads):
-            present = [(v, g) for v, g in zip(self._grad_views, grads, strict=True)
-                       if g is not None]
-            torch._foreach_zero_([v for v, g in zip(self._grad_views, grads, strict=True)
-                                  if g is None])
-            grads_views, grads = [v for v, _ in present], [g for _, g in present]
-        else:
-            grads_views = self._grad_views
-        if grads:
-            torch._foreach_copy_(grads_views, grads)
+        pairs = [(v, p.grad) for v, p in zip(self._grad_views, self._task_params, strict=True)]
+        present = [(v, g) for v, g in pairs if g is not None]
+        if len(present) < len(pairs):  # no gradient this step: a zero gradient
+            torch._foreach_zero_([v for v, g in pairs if g is None])
+        if present:
+            torch._foreach_copy_([v for v, _ in present], [g for _, g in present])
         self._loss = loss
         self._finite &= torch.isfinite(loss)
         self._steps += 1
