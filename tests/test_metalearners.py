@@ -81,15 +81,6 @@ def sgd_task(model: nn.Module, batches: Batches, lr: float) -> None:
         opt.zero_grad(set_to_none=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Any:
-    """Tiny models: one intra-op thread is faster and immune to an oversubscribed machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ---------------------------------------------------------------- every method
 
 

@@ -12,15 +12,6 @@ from metaleap.models import ConvNet, MultiHeadNet, make_convnet
 from metaleap.seeding import generator
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> object:
-    """Small inputs: one intra-op thread is faster and immune to an oversubscribed machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def states_equal(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
