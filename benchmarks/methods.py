@@ -33,7 +33,13 @@ from collections.abc import Iterator
 
 import torch
 
-from metaleap.metalearners import METHODS, MetaLearner, TaskStream, make_metalearner
+from metaleap.metalearners import (
+    METHODS,
+    Context,
+    SupervisedMetaStep,
+    TaskStream,
+    make_metalearner,
+)
 from metaleap.models import make_convnet
 from metaleap.seeding import generator
 
@@ -54,23 +60,25 @@ def tasks(seed: int, n: int, steps: int) -> list[TaskStream]:
     return [TaskStream(t, batches(seed, t, steps)) for t in range(n)]
 
 
-def learner(method: str, meta_batch: int) -> MetaLearner:
-    return make_metalearner(method, make_convnet(CLASSES, seed=0), inner_lr=0.1, meta_lr=0.1,
-                            num_tasks=meta_batch, seed=0)
+def learner(method: str, meta_batch: int) -> SupervisedMetaStep:
+    """The supervised meta-step of ``method`` (inner and meta lr 0.1) on the SPEC convnet."""
+    model = make_convnet(CLASSES, seed=0)
+    ml = make_metalearner(method, model, Context(num_tasks=meta_batch, inner_lr=0.1))
+    return SupervisedMetaStep(ml, model, inner_lr=0.1)
 
 
 def time_methods(methods: list[str], steps: dict[str, int], meta_batch: int,
                  repeats: int) -> None:
     learners = {m: learner(m, meta_batch) for m in methods}
-    for ml in learners.values():  # warm-up: first-call allocations and kernel selection
-        ml.meta_step(tasks(99, meta_batch, 1))
+    for step in learners.values():  # warm-up: first-call allocations and kernel selection
+        step(tasks(99, meta_batch, 1))
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     for r in range(repeats):
         order = methods[r % len(methods):] + methods[:r % len(methods)]
         for m in order:
             data = tasks(r, meta_batch, steps[m])
             start = time.perf_counter()
-            learners[m].meta_step(data)
+            learners[m](data)
             seconds[m].append(time.perf_counter() - start)
             print(f"  repeat {r} {m:9s} K={steps[m]:4d} {seconds[m][-1]:8.2f} s", flush=True)
     print(f"\nmeta-step time, batch {BATCH}, meta-batch {meta_batch}, {repeats} repeats, "
@@ -95,15 +103,15 @@ def status_kib(field: str) -> int:
 
 def measure(method: str, steps: int) -> None:
     """Child process: resident KiB before, and peak during, one meta-step at K (after K = 1)."""
-    ml = learner(method, 1)
-    ml.meta_step(tasks(0, 1, 1))
+    step = learner(method, 1)
+    step(tasks(0, 1, 1))
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # reset VmHWM to the current resident size
     except OSError:
         pass
     before = status_kib("VmRSS")
-    ml.meta_step(tasks(1, 1, steps))
+    step(tasks(1, 1, steps))
     print(json.dumps({"before_kib": before, "peak_kib": status_kib("VmHWM")}))
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import metaleap
 from metaleap import Leap
 
 # ---------------------------------------------------------------- a 2-parameter quadratic
@@ -408,3 +409,73 @@ def test_readme_api_example_runs():
     code = re.search(r"```python\n(.*?)```", readme, re.S)
     assert code, "README has no python example"
     exec(compile(code.group(1), "README.md", "exec"), {})
+
+
+# ---------------------------------------------------------------- state while a task runs
+
+
+def test_state_and_parameters_do_not_change_while_a_task_runs():
+    """The running task's model is not a submodule: θ⁰'s state has the same keys throughout."""
+    model = mlp()
+    leap = Leap(model)
+    keys, params = list(leap.state_dict()), [id(p) for p in leap.parameters()]
+    leap.begin_task(model)
+    assert list(leap.state_dict()) == keys
+    assert [id(p) for p in leap.parameters()] == params
+    assert [n for n, _ in leap.named_children()] == ["init", "init_buffers"]
+    leap.abort_task()
+
+
+# ---------------------------------------------------------------- contribution → reduce → apply
+
+
+def summed(contributions: list[metaleap.Contribution]) -> metaleap.Reduce:
+    """A reduce that adds other processes' contributions, as an all-reduce would."""
+    def reduce(local: metaleap.Contribution) -> metaleap.Contribution:
+        return metaleap.Contribution({k: sum((c.sums[k] for c in contributions), v.clone())
+                                      for k, v in local.sums.items()})
+    return reduce
+
+
+@pytest.mark.parametrize("buffers", ["reset", "average"])
+def test_split_meta_batch_equals_one_process(buffers: str):
+    """Three tasks on one Leap equal tasks 1–2 on one and task 3 on another, sums reduced."""
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    model = bn_net()
+    whole = Leap(model, buffers=buffers)
+    for t in (1, 2, 3):
+        run_manual(whole, model, task_data(t, 4), sgd)
+    stats = whole.meta_grad()
+
+    part_a, part_b = Leap(bn_net(), buffers=buffers), Leap(bn_net(), buffers=buffers)
+    for leap, tasks in ((part_a, (1, 2)), (part_b, (3,))):
+        for t in tasks:
+            net = bn_net()
+            run_manual(leap, net, task_data(t, 4), sgd)
+    other = part_b.contribution()
+    split = part_a.apply(summed([other])(part_a.contribution()))
+    assert (split.tasks, split.dropped) == (stats.tasks, stats.dropped) == (3, 0)
+    assert split.mean_path == pytest.approx(stats.mean_path, rel=1e-12)
+    for (_, p), (_, q) in zip(whole.named_meta_parameters(), part_a.named_meta_parameters(),
+                              strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-7)
+    for a, b in zip(whole.init_buffers.buffers(), part_a.init_buffers.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_meta_grad_is_contribution_then_apply():
+    model = mlp()
+    a, b = Leap(model), Leap(mlp())
+    for leap in (a, b):
+        for t in (1, 2):
+            run_manual(leap, mlp(), task_data(t, 3), lambda p: torch.optim.SGD(p, lr=0.1))
+    sa = a.meta_grad()
+    c = b.contribution()
+    assert set(c.sums) == {"grad", "tasks", "dropped", "path"} and c.count("tasks") == 2
+    sb = b.apply(c)
+    assert sa == sb
+    for (_, p), (_, q) in zip(a.named_meta_parameters(), b.named_meta_parameters(),
+                              strict=True):
+        assert torch.equal(p.grad, q.grad)
+    with pytest.raises(RuntimeError, match="no task was finished"):
+        b.contribution()

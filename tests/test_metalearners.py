@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +18,19 @@ from metaleap.metalearners import (
     FOMAML,
     MAML,
     METHODS,
+    Context,
     Finetune,
     LeapLearner,
     MetaLearner,
-    Reptile,
+    MetaOptions,
     Scratch,
+    SupervisedMetaStep,
     TaskStream,
     make_metalearner,
 )
 from metaleap.metalearners.base import with_last
 from metaleap.models import ConvNet
+from metaleap.protocols.base import field_docs
 from metaleap.seeding import generator
 
 Batches = list[tuple[Tensor, Tensor]]
@@ -57,19 +61,34 @@ def streams(tasks: list[Batches]) -> list[TaskStream]:
     return [TaskStream(i, iter(batches)) for i, batches in enumerate(tasks)]
 
 
-def build(name: str, seed: int = 0, **options: Any) -> MetaLearner:
-    return make_metalearner(name, small_net(seed), inner_lr=0.1, meta_lr=0.1, num_tasks=2,
-                            seed=seed, **options)
+class Built:
+    """A learner around a working model, with the supervised meta-step at inner lr 0.1."""
+
+    def __init__(self, name: str, seed: int = 0, model: nn.Module | None = None,
+                 exclude: Any = (), inner_lr: float = 0.1, **options: Any) -> None:
+        self.model = model if model is not None else small_net(seed)
+        self.learner = make_metalearner(
+            name, self.model, Context(num_tasks=2, seed=seed, inner_lr=inner_lr,
+                                      exclude=exclude), **options)
+        self.step = SupervisedMetaStep(self.learner, self.model, inner_lr=inner_lr)
+
+    def meta_step(self, tasks: list[TaskStream]) -> dict[str, float]:
+        return self.step(tasks)
 
 
-def flat_init(learner: MetaLearner) -> dict[str, Tensor]:
+def build(name: str, seed: int = 0, **options: Any) -> Built:
+    return Built(name, seed, **options)
+
+
+def flat_init(learner: MetaLearner | Built) -> dict[str, Tensor]:
+    learner = learner.learner if isinstance(learner, Built) else learner
     return {k: v.clone() for k, v in learner.initialization().items()}
 
 
-def meta_params(learner: MetaLearner) -> dict[str, Tensor]:
+def meta_params(built: Built) -> dict[str, Tensor]:
     """θ⁰'s parameters (no buffers) as the model names them."""
-    params = {n for n, _ in learner.model.named_parameters()}  # type: ignore[union-attr]
-    return {k: v for k, v in flat_init(learner).items() if k in params}
+    params = {n for n, _ in built.model.named_parameters()}
+    return {k: v for k, v in flat_init(built).items() if k in params}
 
 
 def sgd_task(model: nn.Module, batches: Batches, lr: float) -> None:
@@ -102,17 +121,18 @@ def test_meta_step_runs_changes_theta_and_is_deterministic(name: str) -> None:
         assert metrics["tasks"] == 2
         assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     fresh = small_net(7)
-    missing, unexpected = fresh.load_state_dict(a.initialization(), strict=False)
+    missing, unexpected = fresh.load_state_dict(a.learner.initialization(), strict=False)
     assert not unexpected
     assert missing == (["head.weight", "head.bias"] if name == "finetune" else [])
 
 
 def test_scratch_reads_no_data_and_keeps_the_seeded_init() -> None:
     model = small_net(3)
-    learner = make_metalearner("scratch", model, num_tasks=2)
+    built = Built("scratch", model=model)
+    learner = built.learner
     assert isinstance(learner, Scratch)
     it = iter(make_tasks(0)[0])
-    assert learner.meta_step([TaskStream(0, it)]) == {}
+    assert built.meta_step([TaskStream(0, it)]) == {}
     assert len(list(it)) == 4
     init = learner.initialization()
     assert init.keys() == model.state_dict().keys()
@@ -122,13 +142,28 @@ def test_scratch_reads_no_data_and_keeps_the_seeded_init() -> None:
 def test_make_metalearner_checks_names_and_options() -> None:
     with pytest.raises(ValueError, match="unknown method"):
         make_metalearner("nope", small_net())
-    with pytest.raises(TypeError):
+    with pytest.raises(ValueError, match="reptile has no option metric"):
         make_metalearner("reptile", small_net(), metric="energy")
     learner = make_metalearner("leap", small_net(), metric="energy", meta_optimizer="adam")
     assert isinstance(learner, LeapLearner) and learner.leap.metric == "energy"
     assert isinstance(learner.meta_optimizer, torch.optim.Adam)
-    with pytest.raises(ValueError, match="meta_optimizer"):
-        make_metalearner("fomaml", small_net(), meta_optimizer="rmsprop")
+    for name, options, message in [
+            ("fomaml", {"meta_optimizer": "rmsprop"}, "meta_optimizer"),
+            ("leap", {"meta_lr": float("nan")}, "meta_lr must be a positive"),
+            ("leap", {"loss_term": False}, "stabilizer=true needs loss_term"),
+            ("leap", {"metric": "area"}, "metric"),
+            ("finetune", {"momentum": 1.5}, "momentum")]:
+        with pytest.raises(ValueError, match=message):
+            make_metalearner(name, small_net(), **options)
+
+
+def test_every_method_is_registered_with_label_color_and_documented_options() -> None:
+    for name, cls in METHODS.items():
+        assert cls.name == name and cls.label and cls.color.startswith("tab:")
+        cls.Options().check()
+        fields = {f.name for f in dataclasses.fields(cls.Options)}
+        docs = field_docs(cls.Options)
+        assert fields <= set(docs) and all(docs[f] for f in fields), name
 
 
 def test_a_task_needs_a_step_and_the_extra_batch() -> None:
@@ -153,7 +188,7 @@ def test_reptile_update_is_theta_minus_mean_final_iterate() -> None:
     tasks = make_tasks(2, n=3, dtype=torch.float64)
     model = small_net(0, torch.float64)
     reference = copy.deepcopy(model)
-    learner = Reptile(model, inner_lr=0.1, meta_lr=0.3)
+    learner = Built("reptile", model=model, meta_lr=0.3)
     learner.meta_step(streams(tasks))
     finals = []
     for batches in tasks:
@@ -171,7 +206,7 @@ def test_fomaml_update_is_mean_final_iterate_query_gradient() -> None:
     tasks = make_tasks(3, n=3, dtype=torch.float64)
     model = small_net(0, torch.float64)
     reference = copy.deepcopy(model)
-    learner = FOMAML(model, inner_lr=0.1, meta_lr=0.5)
+    learner = Built("fomaml", model=model, meta_lr=0.5)
     learner.meta_step(streams(tasks))
     grads = []
     for batches in tasks:
@@ -202,9 +237,10 @@ def meta_loss(model: nn.Module, theta: Tensor, tasks: list[Batches], lr: float) 
 def maml_gradient(learner_cls: type, model: nn.Module, tasks: list[Batches], lr: float
                   ) -> Tensor:
     """The meta-gradient a learner applies, read back from one SGD meta-step of lr 1."""
-    learner = learner_cls(copy.deepcopy(model), inner_lr=lr, meta_lr=1.0)
+    net = copy.deepcopy(model)
+    learner = learner_cls(net, MetaOptions(meta_lr=1.0))
     before = torch.cat([p.detach().flatten() for p in learner.theta.values()])
-    learner.meta_step(streams(tasks))
+    SupervisedMetaStep(learner, net, inner_lr=lr)(streams(tasks))
     return before - torch.cat([p.detach().flatten() for p in learner.theta.values()])
 
 
@@ -257,8 +293,8 @@ def test_leap_adapter_matches_leap_driven_by_hand() -> None:
     tasks = make_tasks(6, n=3, steps=4)
     model = small_net(0)
     reference = copy.deepcopy(model)
-    learner = LeapLearner(model, inner_lr=0.1, meta_lr=0.1)
-    metrics = learner.meta_step(streams(tasks))
+    built = Built("leap", model=model)
+    metrics = built.meta_step(streams(tasks))
 
     leap = Leap(reference)
     meta_opt = torch.optim.SGD(leap.parameters(), lr=0.1)
@@ -277,7 +313,7 @@ def test_leap_adapter_matches_leap_driven_by_hand() -> None:
             paths.append(leap.end_task(reference, F.cross_entropy(reference(x), y)).path)
     leap.meta_grad()
     meta_opt.step()
-    ours, theirs = learner.initialization(), leap.initialization()
+    ours, theirs = built.learner.initialization(), leap.initialization()
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert metrics["path"] == pytest.approx(sum(paths) / len(paths))
@@ -295,14 +331,14 @@ def test_excluded_head_is_per_task_and_not_meta_learned(name: str) -> None:
     head0 = model.head.weight.detach().clone()
     learner = build(name, exclude=is_head)
     learner.meta_step(streams(make_tasks(7)))
-    assert not any(is_head(k) for k in learner.initialization())
+    assert not any(is_head(k) for k in learner.learner.initialization())
     if name != "maml":  # the others train the working model in place; its head was reset
         seen = []
 
         def record(module: nn.Module, args: tuple[Tensor, ...]) -> None:
             seen.append(module.weight.detach().clone())
 
-        learner.model.head.register_forward_pre_hook(record)  # type: ignore[union-attr]
+        learner.model.head.register_forward_pre_hook(record)
         learner.meta_step(streams(make_tasks(8)))
         assert torch.equal(seen[0], head0) and torch.equal(seen[4], head0)  # each task's start
 
@@ -321,14 +357,15 @@ def test_non_finite_task_is_dropped(name: str) -> None:
 
 
 def test_finetune_trains_each_task_through_its_own_head() -> None:
-    learner = build("finetune")
+    built = build("finetune")
+    learner = built.learner
     assert isinstance(learner, Finetune) and len(learner.net.heads) == 2
     heads = [h.weight.detach().clone() for h in learner.net.heads]
-    learner.meta_step([TaskStream(1, iter(make_tasks(10, n=1)[0]))])  # only task 1
+    built.meta_step([TaskStream(1, iter(make_tasks(10, n=1)[0]))])  # only task 1
     assert torch.equal(learner.net.heads[0].weight, heads[0])
     assert not torch.equal(learner.net.heads[1].weight, heads[1])
     with pytest.raises(IndexError):
-        learner.meta_step([TaskStream(2, iter(make_tasks(10, n=1)[0]))])
+        built.meta_step([TaskStream(2, iter(make_tasks(10, n=1)[0]))])
 
 
 # ---------------------------------------------------------------- checkpoint and resume
@@ -344,7 +381,7 @@ def nested_equal(a: Any, b: Any) -> bool:
     return a == b
 
 
-RESUME: dict[str, Callable[[int], MetaLearner]] = {
+RESUME: dict[str, Callable[[int], Built]] = {
     "leap": lambda seed: build("leap", seed, meta_optimizer="adam"),
     "finetune": lambda seed: build("finetune", seed, momentum=0.9),
     "reptile": lambda seed: build("reptile", seed, meta_optimizer="adam"),
@@ -356,15 +393,133 @@ RESUME: dict[str, Callable[[int], MetaLearner]] = {
 @pytest.mark.parametrize("name", sorted(RESUME))
 def test_resume_is_bit_identical(name: str, tmp_path: Path) -> None:
     first, second = make_tasks(11), make_tasks(12)
-    run = RESUME[name](0)
-    run.meta_step(streams(first))
+    built = RESUME[name](0)
+    run = built.learner
+    built.meta_step(streams(first))
     torch.save({"state": run.state_dict(), "extra": run.extra_state()}, tmp_path / "ckpt.pt")
-    run.meta_step(streams(second))
+    built.meta_step(streams(second))
 
-    resumed = RESUME[name](1)  # another seed: everything must come from the checkpoint
+    again = RESUME[name](1)  # another seed: everything must come from the checkpoint
+    resumed = again.learner
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     resumed.load_state_dict(ckpt["state"])
     resumed.load_extra_state(ckpt["extra"])
-    resumed.meta_step(streams(second))
+    again.meta_step(streams(second))
     assert nested_equal(run.state_dict(), resumed.state_dict())
     assert nested_equal(run.extra_state(), resumed.extra_state())
+
+
+# ---------------------------------------------------------------- the caller-owned loop
+
+
+def test_caller_loop_with_momentum_schedule_and_clipping_matches_a_hand_reference() -> None:
+    """Reptile through ``task()`` with the caller's own optimizer, schedule and clipping:
+    the meta-gradient is θ⁰ − θ^K of exactly the loop the caller ran."""
+    tasks = make_tasks(13, n=2, steps=4, dtype=torch.float64)
+    model = small_net(0, torch.float64)
+    reference = copy.deepcopy(model)
+    learner = make_metalearner("reptile", model, meta_lr=1.0)
+
+    def train(net: nn.Module, batches: Batches) -> None:
+        opt = torch.optim.SGD(net.parameters(), lr=0.2, momentum=0.9)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, len(batches) - 1)
+        for x, y in batches[:-1]:
+            F.cross_entropy(net(x), y).backward()
+            nn.utils.clip_grad_norm_(net.parameters(), 0.5)
+            opt.step()
+            opt.zero_grad()
+            schedule.step()
+
+    finals = []
+    for batches in tasks:
+        net = copy.deepcopy(reference)
+        train(net, batches)
+        finals.append(torch.nn.utils.parameters_to_vector(net.parameters()).detach())
+        opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
+        with learner.task(model, opt) as t:
+            train_with_handle(model, batches, t, opt)
+    metrics = learner.meta_update()
+    theta0 = torch.nn.utils.parameters_to_vector(reference.parameters()).detach()
+    expected = theta0 - (theta0 - torch.stack(finals).mean(0))  # SGD, meta lr 1
+    got = torch.nn.utils.parameters_to_vector(learner.theta.values()).detach()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert metrics["tasks"] == 2 and metrics["dropped"] == 0
+
+
+def train_with_handle(model: nn.Module, batches: Batches, t: Any,
+                      opt: torch.optim.Optimizer) -> None:
+    """The loop of the test above, stepping the caller's optimizer after ``t.report``."""
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, len(batches) - 1)
+    for x, y in batches[:-1]:
+        loss = F.cross_entropy(t.model(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        t.report(loss)
+        opt.step()
+        opt.zero_grad()
+        schedule.step()
+    with torch.no_grad():
+        t.finish(F.cross_entropy(t.model(batches[-1][0]), batches[-1][1]))
+
+
+@pytest.mark.parametrize("name", ["leap", "reptile", "fomaml", "maml"])
+def test_tasks_split_over_two_learners_and_summed_equal_one_learner(name: str) -> None:
+    """What distributed meta-training relies on: the contributions of disjoint parts of a
+    meta-batch, summed by the reduce step, give one learner's meta-step on all of it."""
+    tasks = make_tasks(14, n=3, dtype=torch.float64)
+    whole = Built(name, model=small_net(0, torch.float64))
+    whole.meta_step(streams(tasks))
+    a, b = (Built(name, model=small_net(0, torch.float64)) for _ in range(2))
+    for built, part in ((a, tasks[:2]), (b, tasks[2:])):
+        for i, batches in enumerate(part):
+            built.step.run_task(TaskStream(i, iter(batches)))
+    other = b.learner.contribution()
+
+    def reduce(local: Any) -> Any:
+        return type(local)({k: v + other.sums[k] for k, v in local.sums.items()})
+
+    metrics = a.learner.meta_update(reduce)
+    assert metrics["tasks"] == 3
+    for k, v in flat_init(whole).items():
+        torch.testing.assert_close(flat_init(a)[k], v, rtol=1e-10, atol=1e-12)
+
+
+def test_handles_refuse_misuse_with_clear_errors() -> None:
+    model = small_net()
+    x, y = make_tasks(15, n=1)[0][0]
+    maml = make_metalearner("maml", model)
+    with pytest.raises(ValueError, match="plain SGD"), maml.task(
+            model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)):
+        pass
+    with pytest.raises(RuntimeError, match="functionally"), maml.task(
+            model, torch.optim.SGD(model.parameters(), lr=0.1)) as t:
+        t.report(F.cross_entropy(t.model(x), y))
+    fomaml = make_metalearner("fomaml", model)
+    with pytest.raises(ValueError, match="with its graph"), fomaml.task(
+            model, torch.optim.SGD(model.parameters(), lr=0.1)) as t:
+        t.step(F.cross_entropy(t.model(x), y))
+        with torch.no_grad():
+            t.finish(F.cross_entropy(t.model(x), y))
+    reptile = make_metalearner("reptile", model)
+    with pytest.raises(RuntimeError, match="without finish"), reptile.task(
+            model, torch.optim.SGD(model.parameters(), lr=0.1)) as t:
+        t.step(F.cross_entropy(t.model(x), y))
+    with pytest.raises(ValueError, match="own multi-headed network"), make_metalearner(
+            "finetune", model).task(model, None):
+        pass
+    with pytest.raises(RuntimeError, match="does not meta-train"):
+        make_metalearner("scratch", model).task(model, None)
+    assert reptile.contribution().count("tasks") == 0  # the unfinished task was discarded
+
+
+def test_finetune_contribution_from_several_processes_adds_their_updates() -> None:
+    """Summed over processes, finetuning's update is added to the common start."""
+    tasks = make_tasks(16, n=2)
+    built = Built("finetune")
+    start = torch.nn.utils.parameters_to_vector(built.learner.net.parameters()).detach().clone()
+    built.step.run_interleaved(streams(tasks))
+    local = built.learner.contribution()
+    twice = type(local)({k: v + v for k, v in local.sums.items()})  # two identical processes
+    built.learner.apply(twice)
+    now = torch.nn.utils.parameters_to_vector(built.learner.net.parameters()).detach()
+    torch.testing.assert_close(now, start + 2 * local.sums["update"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,12 +16,9 @@ from safetensors import safe_open
 
 from metaleap.cli import main
 from metaleap.metalearners import METHODS
-from metaleap.protocols.transfer import (
-    ConfigError,
-    TransferStudy,
-    make_split,
-    resolve_config,
-)
+from metaleap.protocols.base import ConfigError
+from metaleap.protocols.trainer import run_study as run_protocol
+from metaleap.protocols.transfer import TransferStudy, make_split, resolve_config
 from metaleap.runs import OFFSET, RunDir, RunError, load_initialization, read_metrics
 from metaleap.tasks.base import Task
 
@@ -28,16 +26,25 @@ ALL = "methods=" + ",".join(METHODS)
 
 
 class Synthetic:
-    """A fast TaskSet: each task's classes are noisy copies of random prototypes."""
+    """A fast TaskSet: each task's classes are noisy copies of random prototypes.
 
-    def __init__(self, n: int = 8) -> None:
+    Task 0 has ``smallest`` classes at most (like a small alphabet); the others have 30.
+    """
+
+    def __init__(self, n: int = 8, smallest: int = 30) -> None:
         self.names = [f"task{i}" for i in range(n)]
+        self.smallest = smallest
 
     def __len__(self) -> int:
         return len(self.names)
 
+    def identity(self) -> dict:
+        return {"kind": "synthetic", "alphabets": self.names, "smallest": self.smallest}
+
     def task(self, index: int, seed: int, ways: int = 20, train_per_class: int = 15,
              test_per_class: int = 5) -> Task:
+        if ways > (self.smallest if index == 0 else 30):
+            raise ValueError(f"{self.names[index]} has fewer than ways={ways} classes")
         g = torch.Generator().manual_seed(1000 * seed + index)
         protos = torch.rand(ways, 1, 28, 28, generator=g)
 
@@ -48,10 +55,12 @@ class Synthetic:
         return Task(self.names[index], ways, *draw(train_per_class), *draw(test_per_class))
 
 
-def run_study(path: Path, overrides: list[str], **kwargs) -> dict:
+def run_study(path: Path, overrides: list[str], taskset: Synthetic | None = None,
+              **kwargs) -> dict:
     cfg = resolve_config("tiny", overrides)
-    with RunDir(path, cfg.to_dict(), **kwargs) as run:
-        return TransferStudy(cfg, taskset=Synthetic(), progress=False).run(run)
+    study = TransferStudy(cfg, taskset=taskset or Synthetic())
+    with RunDir(path, study.config_record(), study.data_identity(), **kwargs) as run:
+        return run_protocol(study, run, progress=False)
 
 
 # ---------------------------------------------------------------- configuration
@@ -60,23 +69,46 @@ def run_study(path: Path, overrides: list[str], **kwargs) -> dict:
 def test_presets_and_overrides_resolve():
     paper = resolve_config("omniglot-paper")
     assert (paper.num_pretrain, paper.meta_batch, paper.inner_steps, paper.inner_lr,
-            paper.meta_lr, paper.meta_steps, paper.eval_steps, len(paper.seeds)) == (
-        20, 20, 100, 0.1, 0.1, 1000, 100, 10)
+            paper.options("leap").meta_lr, paper.meta_steps, paper.eval_steps,
+            len(paper.seeds)) == (20, 20, 100, 0.1, 0.1, 1000, 100, 10)
     assert paper.for_method("maml").inner_steps == 5
-    assert paper.for_method("fomaml").meta_lr == 0.5
+    assert paper.options("fomaml").meta_lr == 0.5
+    leap = paper.options("leap")
+    assert (leap.metric, leap.loss_term, leap.stabilizer) == ("length", True, True)
     cfg = resolve_config("tiny", ["seeds=3,4", "augment=false", "reptile.meta_lr=0.3",
-                                  "meta_steps=7"])
+                                  "meta_steps=7", "leap.metric=energy", "leap.inner_steps=9"])
     assert cfg.seeds == [3, 4] and cfg.augment is False and cfg.meta_steps == 7
-    assert cfg.for_method("reptile").meta_lr == 0.3 and cfg.for_method("leap").meta_lr == 0.1
+    assert cfg.options("reptile").meta_lr == 0.3 and cfg.options("leap").meta_lr == 0.1
+    assert cfg.options("leap").metric == "energy"
+    assert cfg.for_method("leap").inner_steps == 9 and cfg.for_method("reptile").inner_steps == 3
 
 
 @pytest.mark.parametrize("override,message", [
     ("nonsense=1", "unknown key"), ("meta_steps=ten", "expected int"),
     ("magic.meta_lr=1", "unknown method"), ("leap.ways=3", "may override"),
-    ("meta_steps", "key=value"), ("augment=maybe", "expected bool")])
+    ("meta_steps", "key=value"), ("augment=maybe", "expected bool"),
+    # every value is checked, globally and per method, before any work
+    ("leap.meta_steps=-1", "leap: meta_steps must be at least 0, got -1"),
+    ("maml.inner_steps=0", "maml: inner_steps must be at least 1, got 0"),
+    ("leap.meta_batch=0", "leap: meta_batch must be at least 1, got 0"),
+    ("image_size=8", "image_size must be at least 16, got 8"),
+    ("eval_lr=-5", "eval_lr must be a positive number, got -5"),
+    ("inner_lr=nan", "leap: inner_lr must be a positive number, got nan"),
+    ("leap.meta_lr=0", "leap: meta_lr must be a positive number"),
+    ("leap.metric=area", "leap: metric must be 'length' or 'energy'"),
+    ("leap.loss_term=false", "leap: stabilizer=true needs loss_term=true"),
+    ("ways=1", "ways must be at least 2"), ("methods=leap,leap", "must not repeat"),
+    ("checkpoint_every=0", "checkpoint_every must be at least 1")])
 def test_bad_overrides_are_named(override, message):
-    with pytest.raises(ConfigError, match=message):
-        resolve_config("tiny", [override])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config("tiny", [override, "methods=leap,maml"]
+                       if not override.startswith("methods") else [override])
+
+
+def test_ways_beyond_the_smallest_alphabet_is_refused_before_any_work():
+    cfg = resolve_config("tiny", ["ways=12"])
+    with pytest.raises(ConfigError, match="task0: task0 has fewer than ways=12 classes"):
+        TransferStudy(cfg, taskset=Synthetic(n=5, smallest=10))  # every task is used
 
 
 def test_heldout_fixed_per_seed_and_pretraining_nested_in_n():
@@ -125,6 +157,7 @@ KILLER = textwrap.dedent("""
     torch.set_num_threads({threads})  # the same as the uninterrupted run
     sys.path.insert(0, {tests!r})
     from test_transfer import Synthetic
+    from metaleap.protocols.trainer import run_study
     from metaleap.protocols.transfer import TransferStudy, resolve_config
     from metaleap.runs import RunDir
 
@@ -135,9 +168,9 @@ KILLER = textwrap.dedent("""
             if self.records == {kill_at}:
                 os._exit(137)  # like kill -9: no cleanup, no flush beyond what was written
 
-    cfg = resolve_config("tiny", {overrides!r})
-    run = Killed({path!r}, cfg.to_dict())
-    TransferStudy(cfg, taskset=Synthetic(), progress=False).run(run)
+    study = TransferStudy(resolve_config("tiny", {overrides!r}), taskset=Synthetic())
+    run = Killed({path!r}, study.config_record(), study.data_identity())
+    run_study(study, run, progress=False)
 """)
 
 
@@ -201,7 +234,14 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
                  "heldout_curves.png", "meta_training.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "results.json").read_text())
-    assert summary["schema"] == 1 and summary["config"]["data"] == data
+    assert summary["schema"] == 2 and summary["protocol"] == "transfer"
+    assert summary["config"]["data"] == data
+    assert summary["methods_config"]["leap"]["metric"] == "length"
+    data_id = summary["provenance"]["data"]
+    assert data_id["kind"] == "omniglot" and len(data_id["files_sha256"]) == 64
+    assert data_id["alphabets"] == ["A0", "A1", "A2", "B0", "B1", "B2"]
+    session = summary["provenance"]["sessions"][0]
+    assert session["device"] == "cpu" and session["torch"] == torch.__version__
     leap = summary["methods"]["leap"]
     assert set(leap) >= {"error_auc", "loss_auc", "test_error", "curve", "seeds", "tasks"}
     assert set(leap["error_auc"]) == {"mean", "std_seeds", "std_tasks", "per_seed"}
@@ -248,3 +288,150 @@ def test_cli_data_glyphs_list_and_preview(tmp_path: Path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "Greek" in out and "Latin" in out and str(sheet) in out
     assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--set", "leap.meta_steps=-1"], "leap: meta_steps must be at least 0, got -1"),
+    (["--set", "image_size=8"], "image_size must be at least 16"),
+    (["--set", "inner_lr=nan"], "inner_lr must be a positive number, got nan"),
+    (["--device", "cuda:7"], "--device cuda:7"),
+    (["--device", "tpu"], "device"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--resume", "--overwrite"], "choose one of --resume and --overwrite"),
+])
+def test_cli_impossible_settings_fail_before_anything_is_written(tmp_path: Path, omniglot: Path,
+                                                                 capsys, args, message):
+    argv = ["transfer", "--preset", "tiny", "--data", f"omniglot:{omniglot}",
+            "--out", str(tmp_path / "run"), "--no-progress", *args]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("metaleap: error:") and message in err and "\n" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_sweep_checks_every_n_and_its_flags_before_training(tmp_path: Path, omniglot: Path,
+                                                                capsys):
+    base = ["sweep", "--preset", "tiny", "--data", f"omniglot:{omniglot}",
+            "--out", str(tmp_path / "sweep"), "--no-progress"]
+    for extra, message in [(["--ns", "1,9"], "need 12 alphabets, but the data has 6"),
+                           (["--ns", "1,2", "--set", "num_pretrain=3"], "do not --set it"),
+                           (["--ns", "1,x"], "--ns expects integers"),
+                           (["--ns", "1", "--resume", "--overwrite"], "choose one of")]:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+        assert not (tmp_path / "sweep").exists()  # N = 1 was not trained
+
+
+def test_cli_unexpected_error_leaves_a_resumable_run(tmp_path: Path, omniglot: Path, capsys,
+                                                     monkeypatch):
+    argv = ["transfer", "--preset", "tiny", "--data", f"omniglot:{omniglot}", "--no-progress",
+            "--set", "methods=leap,reptile", "--set", "meta_steps=3"]
+    assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
+    from metaleap.protocols.transfer import TransferRun
+
+    original = TransferRun.meta_step
+
+    def failing(self, step):  # reptile's third meta-step hits a bug
+        if self.method == "reptile" and step == 2:
+            raise ZeroDivisionError("a bug")
+        return original(self, step)
+
+    monkeypatch.setattr(TransferRun, "meta_step", failing)
+    assert main(argv + ["--out", str(tmp_path / "broken")]) == 1
+    assert "rerun with --resume" in capsys.readouterr().err
+    monkeypatch.setattr(TransferRun, "meta_step", original)
+    assert main(argv + ["--out", str(tmp_path / "broken"), "--resume"]) == 0
+    for rel in ["metrics.jsonl", "results/seed0-leap.json", "results/seed0-reptile.json"]:
+        assert content(tmp_path / "straight" / rel) == content(tmp_path / "broken" / rel), rel
+
+
+class Pickled:
+    """Not a tensor: a checkpoint holding it must be refused, never unpickled."""
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (lambda p: p.write_bytes(p.read_bytes()[:100]), "truncated or corrupt"),
+    (lambda p: p.write_bytes(b"not a checkpoint"), "truncated or corrupt"),
+    (lambda p: torch.save({"step": 1, "module": Pickled()}, p), "objects other than tensors"),
+    (lambda p: torch.save({"weights": torch.zeros(3)}, p), "is not a metaleap checkpoint"),
+])
+def test_bad_checkpoint_is_refused_in_one_line_naming_the_file(tmp_path: Path, corrupt, message):
+    overrides = ["methods=leap", "meta_steps=3", "checkpoint_every=1"]
+    with pytest.raises(ZeroDivisionError):  # stop after the first checkpoint
+        cfg = resolve_config("tiny", overrides)
+        study = TransferStudy(cfg, taskset=Synthetic())
+        with RunDir(tmp_path / "run", study.config_record(), study.data_identity()) as run:
+            run.save_state = _then_fail(run.save_state)  # type: ignore[method-assign]
+            run_protocol(study, run, progress=False)
+    checkpoint = tmp_path / "run" / "checkpoints" / "seed0-leap.pt"
+    corrupt(checkpoint)
+    with pytest.raises(RunError, match=message) as info:
+        run_study(tmp_path / "run", overrides, resume=True)
+    assert str(checkpoint) in str(info.value) and "delete it" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_checkpoint_of_another_method_is_refused(tmp_path: Path):
+    from metaleap.protocols.base import CheckpointError
+
+    overrides = ["methods=leap", "meta_steps=3", "checkpoint_every=1"]
+    with pytest.raises(ZeroDivisionError):
+        study = TransferStudy(resolve_config("tiny", overrides), taskset=Synthetic())
+        with RunDir(tmp_path / "run", study.config_record(), study.data_identity()) as run:
+            run.save_state = _then_fail(run.save_state)  # type: ignore[method-assign]
+            run_protocol(study, run, progress=False)
+    path = tmp_path / "run" / "checkpoints" / "seed0-leap.pt"
+    state = torch.load(path, weights_only=True)
+    state["module"] = {"theta.x": torch.zeros(2)}
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="checkpoints/seed0-leap.pt does not fit leap"):
+        run_study(tmp_path / "run", overrides, resume=True)
+
+
+def _then_fail(save):
+    def wrapped(key, state):
+        save(key, state)
+        raise ZeroDivisionError("stop")
+    return wrapped
+
+
+def test_resume_on_other_data_is_refused_and_sessions_are_recorded(tmp_path: Path):
+    run_study(tmp_path / "run", ["methods=scratch"])
+    provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert provenance["data"] == Synthetic().identity() and len(provenance["sessions"]) == 1
+    with pytest.raises(RunError, match="ran on other data .*differs in alphabets"):
+        run_study(tmp_path / "run", ["methods=scratch"], taskset=Synthetic(n=9), resume=True)
+    run_study(tmp_path / "run", ["methods=scratch"], resume=True)
+    provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert len(provenance["sessions"]) == 2
+
+
+def test_report_refuses_a_folder_of_another_version(tmp_path: Path, capsys):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"data": "glyphs"}))
+    assert main(["report", str(tmp_path / "old")]) == 2
+    assert "names no protocol" in capsys.readouterr().err
+
+
+def test_cli_settings_lists_every_key_with_its_meaning(capsys):
+    assert main(["settings", "--preset", "tiny", "--set", "leap.metric=energy"]) == 0
+    out = capsys.readouterr().out
+    assert "inner_steps = 3  # K, SGD steps" in out
+    assert "leap.metric = 'energy'  # " in out and "leap.inner_steps = 3" in out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_study_on_cuda_matches_cpu_closely(tmp_path: Path):
+    """Models, θ⁰, batches and augmentation on the GPU; the same data streams as the CPU."""
+    overrides = ["methods=leap,reptile,finetune,scratch", "augment=true"]
+    cpu = run_study(tmp_path / "cpu", overrides)
+    cfg = resolve_config("tiny", overrides)
+    study = TransferStudy(cfg, taskset=Synthetic(), device="cuda")
+    with RunDir(tmp_path / "gpu", study.config_record(), study.data_identity()) as run:
+        gpu = run_protocol(study, run, progress=False)
+    for key in cpu:
+        assert cpu[key]["tasks"] == gpu[key]["tasks"]
+        torch.testing.assert_close(torch.tensor(gpu[key]["train_loss_curves"]),
+                                   torch.tensor(cpu[key]["train_loss_curves"]),
+                                   rtol=1e-3, atol=1e-3)

@@ -1,6 +1,7 @@
 """metaleap: Leap, the meta-learner that transfers knowledge across learning processes."""
 
-from metaleap.leap import Leap, LeapTask, MetaGradStats, TaskStats
+__version__ = "0.2.0"
 
-__all__ = ["Leap", "LeapTask", "MetaGradStats", "TaskStats"]
-__version__ = "0.1.0"
+from metaleap.leap import Contribution, Leap, LeapTask, MetaGradStats, TaskStats  # noqa: E402
+
+__all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "TaskStats"]

@@ -5,21 +5,32 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
-from metaleap.protocols.transfer import (
-    PRESETS,
+import torch
+
+from metaleap.devices import DeviceError, describe, resolve_device, set_threads
+from metaleap.protocols.base import (
+    CheckpointError,
     ConfigError,
     DivergedError,
+    describe_settings,
+)
+from metaleap.protocols.trainer import run_study
+from metaleap.protocols.transfer import (
+    PRESETS,
     TransferConfig,
     TransferStudy,
     resolve_config,
+    sweep_configs,
 )
 from metaleap.report import write_report, write_sweep_report
 from metaleap.runs import RunDir, RunError
-from metaleap.tasks import DataError
+from metaleap.tasks import DataError, open_taskset
 
 PAPER_NS = "1,3,5,10,15,20,25"
+EXPECTED = (CheckpointError, ConfigError, DataError, DeviceError, DivergedError, RunError)
 
 
 def _study_arguments(p: argparse.ArgumentParser, preset: str) -> None:
@@ -27,8 +38,11 @@ def _study_arguments(p: argparse.ArgumentParser, preset: str) -> None:
                    help=f"starting configuration (default {preset})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. meta_steps=50, seeds=0,1,2, "
-                        "maml.inner_steps=5 (repeatable)")
+                        "maml.inner_steps=5, leap.metric=energy (repeatable)")
     p.add_argument("--data", help="'glyphs' (default) or 'omniglot:PATH' (the standard layout)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -36,59 +50,69 @@ def _study_arguments(p: argparse.ArgumentParser, preset: str) -> None:
                    help="also log scalars for TensorBoard into OUT/tensorboard")
 
 
-def _config(args: argparse.Namespace, **fields: object) -> TransferConfig:
-    if args.data:
-        fields["data"] = args.data
-    return resolve_config(args.preset, args.overrides, **fields)
+def _fields(args: argparse.Namespace) -> dict[str, object]:
+    return {"data": args.data} if args.data else {}
 
 
-def _run(cfg: TransferConfig, out: Path, args: argparse.Namespace, resume: bool) -> Path:
-    study = TransferStudy(cfg, progress=not args.no_progress)
-    with RunDir(out, cfg.to_dict(), resume=resume, overwrite=args.overwrite,
-                tensorboard=args.tensorboard) as run:
-        study.run(run)
+def _device(args: argparse.Namespace) -> torch.device:
+    if args.resume and args.overwrite:
+        raise RunError("choose one of --resume and --overwrite")
+    set_threads(args.threads)
+    return resolve_device(args.device)
+
+
+def _run(study: TransferStudy, out: Path, args: argparse.Namespace, resume: bool,
+         overwrite: bool) -> Path:
+    with RunDir(out, study.config_record(), study.data_identity(), describe(study.device),
+                resume=resume, overwrite=overwrite, tensorboard=args.tensorboard) as run:
+        run_study(study, run, progress=not args.no_progress)
     return write_report(out)
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
-    report = _run(_config(args), Path(args.out), args, args.resume)
+    cfg = resolve_config(args.preset, args.overrides, **_fields(args))
+    study = TransferStudy(cfg, device=_device(args))
+    report = _run(study, Path(args.out), args, args.resume, args.overwrite)
     print(report.read_text())
     print(f"report and plots in {report.parent}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    cfg = _config(args)
+    cfg = resolve_config(args.preset, args.overrides, **_fields(args))
+    study = TransferStudy(cfg, device=_device(args))
     resume = args.resume or ((out / "config.json").is_file() and not args.overwrite)
     print(f"metaleap demo: {', '.join(cfg.methods)} on {cfg.data}, N = {cfg.num_pretrain} "
-          f"pretraining tasks, {cfg.meta_steps} meta-steps; writing {out}", flush=True)
-    report = _run(cfg, out, args, resume)
+          f"pretraining tasks, {cfg.meta_steps} meta-steps, on {study.device}; writing {out}",
+          flush=True)
+    report = _run(study, out, args, resume, args.overwrite)
     print(report.read_text())
     print(f"Plots: {report.parent / 'heldout_curves.png'}, {report.parent / 'meta_training.png'}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    try:
-        ns = sorted({int(n) for n in args.ns.split(",") if n})
-    except ValueError:
-        raise ConfigError(f"--ns expects integers like {PAPER_NS}, got {args.ns!r}") from None
-    if not ns:
-        raise ConfigError("--ns names no N")
-    configs = {n: _config(args, num_pretrain=n) for n in ns}
+    configs = sweep_configs(args.preset, args.overrides, args.ns, **_fields(args))
+    device = _device(args)
+    first: TransferConfig = next(iter(configs.values()))
+    taskset = open_taskset(first.data, size=first.image_size, ways=first.ways)
+    studies = {n: TransferStudy(cfg, taskset, device) for n, cfg in configs.items()}  # checks
     if out.exists() and any(out.iterdir()) and not (args.resume or args.overwrite):
         raise RunError(f"{out} exists and is not empty: "
                        "pass --resume to continue it or --overwrite to replace it")
     if args.overwrite and out.exists():
         shutil.rmtree(out)
-    for n, cfg in configs.items():
+    for n, study in studies.items():
         run = out / f"n-{n}"
         print(f"sweep: N = {n} -> {run}", flush=True)
-        _run(cfg, run, argparse.Namespace(**{**vars(args), "overwrite": False}),
-             resume=(run / "config.json").is_file())
+        _run(study, run, args, resume=(run / "config.json").is_file(), overwrite=False)
     report = write_sweep_report(out)
     print(report.read_text())
     print(f"AUC against N: {out / 'auc_vs_n.png'}")
+
+
+def cmd_settings(args: argparse.Namespace) -> None:
+    print(describe_settings(resolve_config(args.preset, args.overrides, **_fields(args))))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -130,6 +154,14 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="sweep folder (one run per N inside)")
     sweep.set_defaults(func=cmd_sweep)
 
+    settings = sub.add_parser("settings", help="every setting of a preset with its meaning "
+                              "(global, and METHOD.key per method)")
+    settings.add_argument("--preset", default="omniglot-paper", choices=sorted(PRESETS))
+    settings.add_argument("--set", dest="overrides", action="append", default=[],
+                          metavar="KEY=VALUE", help="as for transfer")
+    settings.add_argument("--data", help="as for transfer")
+    settings.set_defaults(func=cmd_settings)
+
     report = sub.add_parser("report", help="rebuild tables and plots of a run or sweep")
     report.add_argument("dir")
     report.set_defaults(func=cmd_report)
@@ -150,13 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, DivergedError, RunError) as e:
+    except EXPECTED as e:
         print(f"metaleap: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("metaleap: interrupted; the last checkpoint is kept: rerun with --resume",
               file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print("metaleap: unexpected error (above); every file written so far is complete, and "
+              "the run folder resumes from its last checkpoint: rerun with --resume",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Leap", "LeapTask", "MetaGradStats", "TaskStats"]
+__all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats"]
 
 Metric = Literal["length", "energy"]
 BufferPolicy = Literal["reset", "average"]
@@ -55,6 +55,31 @@ class MetaGradStats:
     tasks: int
     dropped: int
     mean_path: float
+
+
+@dataclass
+class Contribution:
+    """A meta-batch's local sums: what processes add up before the meta-step is applied.
+
+    Every entry of ``sums`` is a tensor (flat or 0-d) that is *summed* across processes:
+    never a mean, so one all-reduce of the concatenated entries gives the global meta-batch.
+    ``"tasks"`` counts the kept tasks and ``"dropped"`` the discarded ones; each learner adds
+    its own entries (Leap: ``"grad"``, Σ over kept tasks of Σ_i increment_i, and ``"path"``).
+    """
+
+    sums: dict[str, Tensor]
+
+    def count(self, key: str) -> int:
+        """A count entry (``"tasks"``, ``"dropped"``) as an int."""
+        return int(self.sums[key])
+
+
+#: Sums a :class:`Contribution` over processes; the identity on one process.
+Reduce = Callable[[Contribution], Contribution]
+
+
+def _identity(contribution: Contribution) -> Contribution:
+    return contribution
 
 
 def _mangle(name: str) -> str:
@@ -131,8 +156,9 @@ class Leap(nn.Module):
             self.init_buffers.register_buffer(_mangle(n), b.detach().clone())
         self._numels = [params[n].numel() for n in self.names]
         self._prev: Tensor | None = None  # flat work buffers, allocated by begin_task
-        self._task_params: list[Tensor] | None = None
-        self._model: nn.Module | None = None
+        # The running task's model and parameters, kept in a plain container: an nn.Module
+        # attribute would register the model as a submodule of θ⁰ (its state_dict would move).
+        self._running: _Running | None = None
         self._reset_meta_batch()
 
     # ---------------------------------------------------------------- θ⁰ access
@@ -150,7 +176,7 @@ class Leap(nn.Module):
     # ---------------------------------------------------------------- the task protocol
     def begin_task(self, model: nn.Module) -> None:
         """Copy θ⁰ (and the buffers) into ``model`` and start a new path."""
-        if self._model is not None:
+        if self._running is not None:
             raise RuntimeError("begin_task called while a task is running: "
                                "call end_task (or abort_task) first")
         params = dict(model.named_parameters())
@@ -165,9 +191,9 @@ class Leap(nn.Module):
                for n in self.names):
             raise ValueError(f"θ⁰ is {like.dtype} on {like.device} but the model is not: "
                              "move one to match (leap.to(...) or model.to(...))")
-        self._task_params = [params[n] for n in self.names]
+        task_params = [params[n] for n in self.names]
         with torch.no_grad():
-            torch._foreach_copy_(self._task_params, init)
+            torch._foreach_copy_(task_params, init)
             model_buffers = dict(model.named_buffers())
             for n in self.buffer_names:
                 model_buffers[n].copy_(getattr(self.init_buffers, _mangle(n)))
@@ -182,7 +208,7 @@ class Leap(nn.Module):
         self._path = torch.zeros((), dtype=like.dtype, device=like.device)
         self._finite = torch.ones((), dtype=torch.bool, device=like.device)
         self._steps = 0
-        self._model = model
+        self._running = _Running(model, task_params)
 
     def observe(self, model: nn.Module, loss: Tensor | float) -> None:
         """Read θ^i, ∇f(θ^i) and f(θ^i) for step i; call it just before ``optimizer.step()``.
@@ -218,38 +244,67 @@ class Leap(nn.Module):
         else:
             self._dropped += 1
         stats = TaskStats(steps=self._steps, path=float(self._path), dropped=not kept)
-        self._model = self._task_params = None
+        self._running = None
         return stats
 
     def abort_task(self) -> None:
         """Discard the running task without counting it."""
-        self._model = self._task_params = None
+        self._running = None
 
-    def meta_grad(self) -> MetaGradStats:
-        """Add the meta-batch's mean Σ_i increment_i to ``.grad`` of θ⁰ and start a new batch.
+    def contribution(self) -> Contribution:
+        """This process's sums over the finished tasks; starts a new meta-batch.
 
-        Tasks dropped for non-finite values are left out of the mean and counted. If every
-        task was dropped, no gradient is written, so the meta-optimizer leaves θ⁰ as it is.
+        ``"grad"``: Σ over kept tasks of Σ_i increment_i (flat, θ⁰'s order); ``"tasks"``,
+        ``"dropped"``: counts; ``"path"``: Σ of the kept tasks' paths; with
+        ``buffers="average"``, ``"buffer:NAME"``: Σ of the kept tasks' final buffers.
         """
-        if self._model is not None:
+        if self._running is not None:
             raise RuntimeError("meta_grad called while a task is running: call end_task first")
         kept = len(self._paths)
         if kept + self._dropped == 0:
             raise RuntimeError("meta_grad: no task was finished since the last meta_grad")
-        stats = MetaGradStats(tasks=kept, dropped=self._dropped,
-                              mean_path=sum(self._paths) / kept if kept else float("nan"))
-        if self._sum is not None:
-            mean = self._sum.div_(kept)
+        like = self.init[_mangle(self.names[0])]
+        sums = {"grad": self._sum if self._sum is not None else
+                torch.zeros(sum(self._numels), dtype=like.dtype, device=like.device),
+                "tasks": torch.tensor(kept), "dropped": torch.tensor(self._dropped),
+                "path": torch.tensor(sum(self._paths), dtype=torch.float64)}
+        if self.buffer_policy == "average":
+            for n in self.buffer_names:
+                b = getattr(self.init_buffers, _mangle(n))
+                if b.is_floating_point():
+                    sums[f"buffer:{n}"] = self._buffer_sums.get(_mangle(n), torch.zeros_like(b))
+        self._reset_meta_batch()
+        return Contribution(sums)
+
+    @torch.no_grad()
+    def apply(self, contribution: Contribution) -> MetaGradStats:
+        """Add the (global) mean Σ_i increment_i to ``.grad`` of θ⁰; average the buffers.
+
+        Tasks dropped for non-finite values are left out of the mean and counted. If every
+        task was dropped, no gradient is written, so the meta-optimizer leaves θ⁰ as it is.
+        """
+        sums, kept = contribution.sums, contribution.count("tasks")
+        stats = MetaGradStats(tasks=kept, dropped=contribution.count("dropped"),
+                              mean_path=float(sums["path"]) / kept if kept else float("nan"))
+        if kept:
+            mean = sums["grad"].div_(kept)
             for (_, p), g in zip(self.named_meta_parameters(), self._views(mean), strict=True):
                 if p.grad is None:
                     p.grad = g.clone()
                 else:
                     p.grad.add_(g)
-            if self.buffer_policy == "average":
-                for n, total in self._buffer_sums.items():
-                    getattr(self.init_buffers, n).copy_(total / kept)
-        self._reset_meta_batch()
+            for key, total in sums.items():
+                if key.startswith("buffer:"):
+                    getattr(self.init_buffers, _mangle(key[7:])).copy_(total / kept)
         return stats
+
+    def meta_grad(self, reduce: Reduce = _identity) -> MetaGradStats:
+        """:meth:`contribution`, ``reduce`` (all-reduce across processes) and :meth:`apply`.
+
+        On one process (the default ``reduce``) this writes the meta-batch's mean
+        Σ_i increment_i into ``.grad`` of θ⁰ and starts a new meta-batch.
+        """
+        return self.apply(reduce(self.contribution()))
 
     @contextmanager
     def task(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[LeapTask]:
@@ -273,7 +328,7 @@ class Leap(nn.Module):
         try:
             yield handle
         except BaseException:
-            if self._model is not None:
+            if self._running is not None:
                 self.abort_task()
             raise
         finally:
@@ -294,9 +349,9 @@ class Leap(nn.Module):
                 zip(flat.split(self._numels), self.named_meta_parameters(), strict=True)]
 
     def _check_running(self, model: nn.Module) -> None:
-        if self._model is None:
+        if self._running is None:
             raise RuntimeError("no Leap task is running: call begin_task(model) first")
-        if model is not self._model:
+        if model is not self._running.model:
             raise RuntimeError("observe/end_task got a different model than begin_task")
 
     def _as_loss(self, loss: Tensor | float) -> Tensor:
@@ -309,8 +364,8 @@ class Leap(nn.Module):
     @torch.no_grad()
     def _snapshot(self, loss: Tensor) -> None:
         """Keep θ^i, g_i and f_i for the segment that the next point closes."""
-        torch._foreach_copy_(self._prev_views, self._task_params)
-        pairs = [(v, p.grad) for v, p in zip(self._grad_views, self._task_params, strict=True)]
+        torch._foreach_copy_(self._prev_views, self._running.params)
+        pairs = [(v, p.grad) for v, p in zip(self._grad_views, self._running.params, strict=True)]
         present = [(v, g) for v, g in pairs if g is not None]
         if len(present) < len(pairs):  # no gradient this step: a zero gradient
             torch._foreach_zero_([v for v, g in pairs if g is None])
@@ -327,7 +382,7 @@ class Leap(nn.Module):
         ``self._prev`` becomes −Δθ − Δf·g in place, then is scaled into the accumulator:
         four passes over the parameters besides the two snapshot copies.
         """
-        torch._foreach_sub_(self._prev_views, self._task_params)       # −Δθ
+        torch._foreach_sub_(self._prev_views, self._running.params)       # −Δθ
         sq = torch.dot(self._prev, self._prev)
         if loss is not None:
             self._finite &= torch.isfinite(loss)
@@ -355,6 +410,14 @@ class Leap(nn.Module):
                     self._buffer_sums[key].add_(b)
                 else:
                     self._buffer_sums[key] = b.detach().clone()
+
+
+@dataclass(eq=False)
+class _Running:
+    """The task in progress: its model and the model's meta-learned parameters (θ⁰'s order)."""
+
+    model: nn.Module
+    params: list[Tensor]
 
 
 class LeapTask:

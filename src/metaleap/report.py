@@ -1,6 +1,7 @@
 """Tables and plots from run folders: ``results.json``, ``report.md`` and PNG figures.
 
 Works on finished and partial runs alike: whatever ``results/`` holds is summarised.
+``config.json`` names the protocol that ran; :func:`write_report` dispatches on it.
 """
 
 from __future__ import annotations
@@ -14,31 +15,42 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from metaleap.protocols.transfer import TransferConfig, summarize  # noqa: E402
+from metaleap.metalearners import METHODS  # noqa: E402
+from metaleap.protocols import transfer  # noqa: E402
 from metaleap.runs import OFFSET, RunError, read_metrics, write_json  # noqa: E402
 
-LABELS = {"leap": "Leap", "reptile": "Reptile", "fomaml": "FOMAML", "maml": "MAML",
-          "finetune": "Finetuning (multi-head)", "scratch": "No pretraining"}
-COLORS = {"leap": "tab:orange", "reptile": "tab:green", "fomaml": "tab:purple",
-          "maml": "tab:red", "finetune": "tab:blue", "scratch": "tab:gray"}
+
+def label(method: str) -> str:
+    return METHODS[method].label if method in METHODS else method
 
 
-def _config(run: Path) -> TransferConfig:
+def color(method: str) -> str | None:
+    return METHODS[method].color if method in METHODS else None
+
+
+def read_record(run: Path) -> dict[str, Any]:
+    """A run's ``config.json``: the protocol that ran and its resolved configuration."""
     if not (run / "config.json").is_file():
         raise RunError(f"{run} is not a run folder (no config.json)")
-    return TransferConfig(**json.loads((run / "config.json").read_text()))
+    record = json.loads((run / "config.json").read_text())
+    if record.get("protocol") not in PROTOCOLS:
+        raise RunError(f"{run}/config.json names no protocol this metaleap reports on "
+                       f"({', '.join(PROTOCOLS)}); it may come from metaleap 0.1: rerun it")
+    return record
 
 
 def summarize_run(run: str | Path) -> dict[str, Any]:
     """Write ``results.json`` from the finished (seed, method) results found in ``run``."""
     run = Path(run)
-    cfg = _config(run)
+    record = read_record(run)
     results = {}
     for path in sorted((run / "results").glob("*.json")):
         result = json.loads(path.read_text())
         result.pop(OFFSET, None)
         results[path.stem] = result
-    summary = summarize(cfg, results)
+    summary = PROTOCOLS[record["protocol"]](record, results)
+    if (run / "provenance.json").is_file():
+        summary["provenance"] = json.loads((run / "provenance.json").read_text())
     write_json(run / "results.json", summary)
     return summary
 
@@ -56,7 +68,7 @@ def table(summary: dict[str, Any]) -> str:
         seeds = len(e["seeds"])
         tasks = len(next(iter(e["test_error"]["per_seed"].values())))
         spread = e["loss_auc"]["std_seeds"] if seeds > 1 else e["loss_auc"]["std_tasks"]
-        rows.append(f"| {LABELS.get(method, method)} | {_pct(e['error_auc'], seeds)} | "
+        rows.append(f"| {label(method)} | {_pct(e['error_auc'], seeds)} | "
                     f"{_pct(e['test_error'], seeds)} | {e['loss_auc']['mean']:.3f} ± "
                     f"{spread:.3f} | {seeds} × {tasks} |")
     return "\n".join(rows)
@@ -68,10 +80,10 @@ def plot_heldout_curves(summary: dict[str, Any], path: Path) -> None:
     for method, e in summary["methods"].items():
         mean, std = e["curve"]["mean"], e["curve"]["std"]
         steps = range(len(mean))
-        ax.plot(steps, mean, label=LABELS.get(method, method), color=COLORS.get(method))
+        ax.plot(steps, mean, label=label(method), color=color(method))
         ax.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
                         [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15,
-                        color=COLORS.get(method))
+                        color=color(method))
     ax.set(xlabel="training step on a held-out task", ylabel="training error",
            title="Held-out tasks trained from each initialization", ylim=(0, 1))
     ax.legend(fontsize=8)
@@ -94,7 +106,7 @@ def plot_meta_training(records: list[dict[str, Any]], path: Path) -> bool:
         last = max(r["step"] for r in mine) or 1
         for r in mine:
             ax.plot(r["train_error_curve"], color=plt.cm.viridis(r["step"] / last), lw=1.2)
-        ax.set(title=LABELS.get(method, method), xlabel="training step", ylim=(0, 1))
+        ax.set(title=label(method), xlabel="training step", ylim=(0, 1))
         sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, last))
         fig.colorbar(sm, ax=ax, label="meta-step")
     axes[0][0].set_ylabel("validation training error")
@@ -105,22 +117,43 @@ def plot_meta_training(records: list[dict[str, Any]], path: Path) -> bool:
 
 
 def write_report(run: str | Path) -> Path:
-    """``results.json``, ``report.md`` and the plots of one transfer run; returns report.md."""
+    """``results.json``, ``report.md`` and the plots of one run; returns report.md."""
     run = Path(run)
     summary = summarize_run(run)
     if not summary["methods"]:
         raise RunError(f"{run} has no finished (seed, method) result yet")
+    lines = REPORTS[summary["protocol"]](run, summary)
+    (run / "report.md").write_text("\n".join(lines) + "\n")
+    return run / "report.md"
+
+
+def provenance_line(summary: dict[str, Any]) -> str:
+    """One sentence naming the data's identity and the software and device that ran."""
+    provenance = summary.get("provenance") or {}
+    data = provenance.get("data") or {}
+    sessions = provenance.get("sessions") or [{}]
+    kind = data.get("kind", "data")
+    ident = data.get("key") or data.get("files_sha256", "")[:16] or "unrecorded"
+    where = ", ".join(sorted({f"{s.get('device', '?')} ({s.get('device_name', '?')})"
+                              for s in sessions}))
+    versions = sessions[-1]
+    return (f"Data: {kind} {ident} ({len(data.get('alphabets', []))} tasks); "
+            f"metaleap {versions.get('metaleap', '?')}, torch {versions.get('torch', '?')}, "
+            f"on {where}.")
+
+
+def transfer_report(run: Path, summary: dict[str, Any]) -> list[str]:
+    """The transfer study's report lines and plots."""
     plot_heldout_curves(summary, run / "heldout_curves.png")
     figures = ["heldout_curves.png"]
     if plot_meta_training(read_metrics(run), run / "meta_training.png"):
         figures.append("meta_training.png")
     cfg = summary["config"]
-    lines = [f"# Transfer study: {cfg['data']}, N = {cfg['num_pretrain']} pretraining tasks", "",
-             f"Held-out tasks trained for {cfg['eval_steps']} steps from each method's "
-             f"initialization ({cfg['ways']}-way, seeds {cfg['seeds']}). Lower is better.", "",
-             table(summary), ""] + [f"![{f}]({f})" for f in figures]
-    (run / "report.md").write_text("\n".join(lines) + "\n")
-    return run / "report.md"
+    return [f"# Transfer study: {cfg['data']}, N = {cfg['num_pretrain']} pretraining tasks", "",
+            f"Held-out tasks trained for {cfg['eval_steps']} steps from each method's "
+            f"initialization ({cfg['ways']}-way, seeds {cfg['seeds']}). Lower is better.", "",
+            table(summary), "", provenance_line(summary), ""] + [
+        f"![{f}]({f})" for f in figures]
 
 
 def write_sweep_report(sweep: str | Path) -> Path:
@@ -144,11 +177,11 @@ def write_sweep_report(sweep: str | Path) -> Path:
         ns = sorted(by_n)
         mean = [100 * by_n[n]["error_auc"]["mean"] for n in ns]
         std = [100 * by_n[n]["error_auc"]["std_seeds"] for n in ns]
-        ax.plot(ns, mean, marker="o", label=LABELS.get(method, method),
-                color=COLORS.get(method))
+        ax.plot(ns, mean, marker="o", label=label(method),
+                color=color(method))
         ax.fill_between(ns, [m - s for m, s in zip(mean, std, strict=True)],
                         [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15,
-                        color=COLORS.get(method))
+                        color=color(method))
     ax.set(xlabel="number of pretraining tasks N", ylabel="train-error AUC (%)",
            title="Held-out AUC against pretraining tasks")
     ax.legend(fontsize=8)
@@ -165,9 +198,14 @@ def write_sweep_report(sweep: str | Path) -> Path:
             cells = [f"{100 * by_n[n][metric]['mean']:.1f} ± "
                      f"{100 * by_n[n][metric]['std_seeds']:.1f}" if n in by_n else "–"
                      for n in ns]
-            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(method)} | " + " | ".join(cells) + " |")
         sections.append("\n".join(lines))
     (sweep / "report.md").write_text("# Sweep over the number of pretraining tasks\n\n"
                                      + "\n\n".join(sections)
                                      + "\n\n![AUC against N](auc_vs_n.png)\n")
     return sweep / "report.md"
+
+
+#: How each protocol turns its (seed, method) results into ``results.json``, and its report.
+PROTOCOLS = {"transfer": transfer.summarize}
+REPORTS = {"transfer": transfer_report}

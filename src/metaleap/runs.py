@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    config.json            the fully resolved configuration
+    config.json            the protocol and its fully resolved configuration
+    provenance.json        the data's identity, and per session the versions, device, threads
     metrics.jsonl          one JSON line per meta-step and per validation
     checkpoints/KEY.pt     the latest state of an unfinished (seed, method); plain tensors
     results/KEY.json       the finished (seed, method) results
@@ -12,15 +13,19 @@ A run folder holds::
 Every file is written atomically (temporary file, then rename), so an interrupted run (Ctrl-C,
 ``kill -9``, power loss) leaves the last complete state. Each checkpoint and result records
 the length of ``metrics.jsonl`` when it was written; resuming cuts the log back to the
-newest of those, so the resumed log equals an uninterrupted one.
+newest of those, so the resumed log equals an uninterrupted one. Resuming on other data
+(another glyph cache, another Omniglot folder) is refused.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,27 +68,43 @@ class RunDir:
 
     Args:
         path: the folder.
-        config: the resolved configuration (a JSON-able dict).
-        resume: continue the run in ``path``; its config must equal ``config``.
+        config: the protocol and its resolved configuration (a JSON-able dict).
+        identity: what identifies the data (``TaskSet.identity()``).
+        environment: the versions, device and threads of this session
+            (:func:`metaleap.devices.describe`).
+        resume: continue the run in ``path``; its config and data must equal these.
         overwrite: delete whatever ``path`` holds and start afresh.
         tensorboard: also write the numeric fields of each record as TensorBoard scalars
             (``path/tensorboard``; needs ``pip install tensorboard``).
     Without either flag, an existing non-empty ``path`` is an error: nothing is overwritten.
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], resume: bool = False,
+    def __init__(self, path: str | Path, config: dict[str, Any],
+                 identity: dict[str, Any] | None = None,
+                 environment: dict[str, Any] | None = None, resume: bool = False,
                  overwrite: bool = False, tensorboard: bool = False) -> None:
         self.path = Path(path)
         if resume and overwrite:
             raise RunError("choose one of --resume and --overwrite")
         exists = self.path.exists() and any(self.path.iterdir())
+        session = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"), **(environment or {})}
         if resume:
             if not (self.path / "config.json").is_file():
                 raise RunError(f"cannot resume: {self.path} holds no run (no config.json)")
-            saved = json.loads((self.path / "config.json").read_text())
+            saved = _read_json(self.path / "config.json")
             if saved != config:
                 diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+                if "config" in diff and isinstance(saved.get("config"), dict):
+                    inner, new = saved["config"], config.get("config", {})
+                    diff = sorted(k for k in set(inner) | set(new) if inner.get(k) != new.get(k))
                 raise RunError(f"cannot resume {self.path}: its config differs in {diff}")
+            provenance = _read_json(self.path / "provenance.json") if (
+                self.path / "provenance.json").is_file() else {"data": identity, "sessions": []}
+            if provenance.get("data") != identity:
+                raise RunError(f"cannot resume {self.path}: it ran on other data "
+                               f"({_data_difference(provenance.get('data'), identity)}); "
+                               "resume it with the data it started with")
             self._truncate_log()
         else:
             if exists and not overwrite:
@@ -93,6 +114,9 @@ class RunDir:
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.path / "config.json", config)
+            provenance = {"data": identity, "sessions": []}
+        provenance["sessions"].append(session)
+        write_json(self.path / "provenance.json", provenance)
         self._log = open(self.path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self._tb = None
         if tensorboard:
@@ -120,7 +144,7 @@ class RunDir:
         path = self.path / "checkpoints" / f"{key}.pt"
         if not path.is_file():
             return None
-        state = torch.load(path, weights_only=True)
+        state = load_checkpoint(path)
         state.pop(OFFSET)
         return state
 
@@ -151,9 +175,9 @@ class RunDir:
         """Cut ``metrics.jsonl`` back to what the newest checkpoint or result had seen."""
         offsets = [0]
         for path in (self.path / "checkpoints").glob("*.pt"):
-            offsets.append(torch.load(path, weights_only=True)[OFFSET])
+            offsets.append(load_checkpoint(path)[OFFSET])
         for path in (self.path / "results").glob("*.json"):
-            offsets.append(json.loads(path.read_text())[OFFSET])
+            offsets.append(_read_json(path).get(OFFSET, 0))
         log = self.path / "metrics.jsonl"
         if log.exists():
             with open(log, "rb+") as f:
@@ -169,6 +193,47 @@ class RunDir:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+CHECKPOINT_KEYS = {"step", "module", "extra", OFFSET}
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint of this run folder, or :class:`RunError` naming the file and the fix.
+
+    Loads with ``weights_only=True``: a file holding arbitrary pickled objects is refused,
+    never executed. A truncated, corrupt or foreign file is refused in one line.
+    """
+    fix = "delete it to restart that (seed, method) from its start, or restore it"
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():  # a class or function the weights-only loader refused
+            raise RunError(f"{path} holds objects other than tensors and plain data, so it is "
+                           f"not a metaleap checkpoint and was not loaded: {fix}") from None
+        raise RunError(f"{path} is truncated or corrupt (UnpicklingError): {fix}") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise RunError(f"{path} is truncated or corrupt ({type(e).__name__}): {fix}") from None
+    if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS or not isinstance(
+            state["step"], int):
+        raise RunError(f"{path} is not a metaleap checkpoint (expected the keys "
+                       f"{sorted(CHECKPOINT_KEYS)}): {fix}")
+    return state
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path} cannot be read ({type(e).__name__}): restore it, or start "
+                       "the run afresh with --overwrite") from None
+
+
+def _data_difference(saved: Any, now: Any) -> str:
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return f"recorded {saved!r}, now {now!r}"
+    keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    return "differs in " + ", ".join(keys)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

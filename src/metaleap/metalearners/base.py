@@ -1,52 +1,174 @@
-"""One interface for every method that produces an initialization for new tasks.
+"""One open interface for every method that gives new tasks their initialization.
 
-A meta-learner owns θ⁰ (and whatever else it learns) and a meta-optimizer. The protocol feeds
-it meta-batches of :class:`TaskStream` and, for evaluation, asks for :meth:`initialization`.
-Nothing here knows about datasets: a task arrives as an iterator of ``(x, y)`` batches.
+The caller owns each task's training loop; a meta-learner hands out a per-task handle and
+splits its meta-step in three, so a loop of any shape (any loss, optimizer, schedule, early
+stopping) and any number of processes fit::
+
+    for task in meta_batch:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)    # any inner optimizer
+        with learner.task(model, opt, index=task.index) as t:
+            for x, y in task.batches:
+                t.step(loss_fn(t.model(x), y))                # or t.report(loss); opt.step()
+            t.finish(loss_fn(t.model(xq), yq))                # f(θ^K): final or query loss
+    contribution = learner.contribution()                     # local sums and counts
+    contribution = reduce(contribution)                       # all-reduce; identity on one process
+    metrics = learner.apply(contribution)                     # divide, write .grad, meta-step
+
+:meth:`MetaLearner.meta_update` chains the last three. Nothing here knows about datasets;
+:mod:`metaleap.metalearners.supervised` builds the classic supervised meta-step on top.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metaleap.leap import Contribution, Reduce
+
 Batch = tuple[Tensor, Tensor]
+Exclude = Callable[[str], bool] | Sequence[str]
+LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
-@dataclass
+def identity(contribution: Contribution) -> Contribution:
+    """The reduce step of a single process."""
+    return contribution
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a protocol tells every method about its tasks (each method reads what it needs)."""
+
+    num_tasks: int = 1
+    """number of pretraining tasks (finetuning keeps one head per task)"""
+    seed: int = 0
+    """the run's seed (finetuning draws its heads from the stream (seed, "finetune-heads"))"""
+    inner_lr: float = 0.1
+    """the inner SGD learning rate (finetuning pretrains its own network with it)"""
+    exclude: Exclude = ()
+    """per-task parameters (names or a predicate), e.g. a fresh output head: never in θ⁰"""
+
+
+DEFAULT_CONTEXT = Context()
+
+
+@dataclass(frozen=True)
 class TaskStream:
-    """One task of a meta-batch as a meta-learner sees it.
+    """One task of a meta-batch for the supervised helper.
 
     ``batches`` yields ``steps + 1`` batches: one per inner step, then one more that gives
-    f(θ^K) (Leap's last segment) or the query gradient (FOMAML, MAML). ``index`` identifies
-    the pretraining task (finetuning's head).
+    f(θ^K) (Leap's last segment) or the query loss (FOMAML, MAML). ``index`` identifies the
+    pretraining task (finetuning's head).
     """
 
     index: int
     batches: Iterator[Batch]
 
 
+class TaskHandle:
+    """One running task: train ``model``, report each step's loss, finish with f(θ^K).
+
+    ``model`` is what the loop calls on its inputs: the caller's network (MAML: a functional
+    view of it through the unrolled steps; finetuning: its shared network through head
+    ``index``). :meth:`step` is backward, report, optimizer step and ``zero_grad``; a loop
+    that steps itself calls :meth:`report` just before ``optimizer.step()``, after any
+    gradient clipping.
+    """
+
+    def __init__(self, learner: MetaLearner, model: Callable[[Tensor], Tensor],
+                 optimizer: torch.optim.Optimizer | None) -> None:
+        self.learner, self.model, self.optimizer = learner, model, optimizer
+        self.first: Tensor | None = None
+        self.last: Tensor | None = None
+        self.finished = False
+
+    def step(self, loss: Tensor) -> None:
+        """One inner step on ``loss`` (a scalar with its graph): backward, then the update."""
+        if self.optimizer is None:
+            raise RuntimeError(f"{self.learner.name}: this task has no optimizer to step")
+        loss.backward()
+        self.report(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def report(self, loss: Tensor) -> None:
+        """The loss f(θ^i) of the step about to be taken."""
+        loss = loss.detach()
+        self.first = loss if self.first is None else self.first
+        self.last = loss
+
+    def finish(self, final_loss: Tensor) -> None:
+        """Close the task with f(θ^K): the loss after the last step (final or query batch)."""
+        if self.first is None or self.last is None:
+            raise RuntimeError(f"{self.learner.name}: finish() before any step was reported")
+        self._finish(final_loss)
+        self.learner._losses.add(self.first, self.last, final_loss)
+        self.finished = True
+
+    def _finish(self, final_loss: Tensor) -> None:
+        """The method's contribution of this task."""
+
+
 class MetaLearner(nn.Module, ABC):
     """Learns, over meta-steps, an initialization from which new tasks train.
 
-    Subclasses set ``name`` and implement :meth:`meta_step`; their learned state lives in
-    module parameters/buffers plus :meth:`extra_state` (e.g. the meta-optimizer), so a run can
-    be checkpointed as plain tensors and resumed bit-identically.
+    Subclasses set ``name``, ``label``, ``color`` and ``Options`` (a dataclass of the
+    method's own settings, checked by its ``check()``), and implement :meth:`task`,
+    :meth:`_contribution`, :meth:`_apply` and :meth:`initialization`. Learned state lives in
+    module parameters and buffers plus :meth:`extra_state` (the meta-optimizer), so a run is
+    checkpointed as plain tensors and resumed bit-identically.
     """
 
     name: ClassVar[str]
+    label: ClassVar[str]
+    color: ClassVar[str]
+    Options: ClassVar[type]
     #: False for methods whose initialization does not learn (no meta-steps are run).
     meta_trains: ClassVar[bool] = True
+    #: True when the tasks of a meta-batch train one shared network, so their steps are
+    #: interleaved (finetuning); ``task`` then takes no model and no optimizer.
+    interleaved: ClassVar[bool] = False
+    #: Whether f(θ^K) passed to ``finish`` must carry its graph (a query gradient).
+    query_grad: ClassVar[bool] = False
+    #: The optimizer that steps θ⁰ (its state is checkpointed), if the method has one.
+    meta_optimizer: torch.optim.Optimizer | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._losses = LossLog()
 
     @abstractmethod
-    def meta_step(self, tasks: Sequence[TaskStream]) -> dict[str, float]:
-        """Adapt from θ⁰ on each task of the meta-batch and update θ⁰ once; return metrics."""
+    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
+             index: int = 0) -> AbstractContextManager[TaskHandle]:
+        """A context manager giving the handle of one task (θ⁰ loaded into ``model``)."""
+
+    def contribution(self) -> Contribution:
+        """This process's sums over the tasks finished since the last :meth:`apply`."""
+        sums = self._contribution()
+        sums.sums.update(self._losses.sums())
+        self._losses = LossLog()
+        return sums
+
+    def apply(self, contribution: Contribution) -> dict[str, float]:
+        """Take the meta-step from the (reduced) sums; returns the meta-batch's metrics."""
+        return {**LossLog.metrics(contribution), **self._apply(contribution)}
+
+    def meta_update(self, reduce: Reduce = identity) -> dict[str, float]:
+        """``apply(reduce(contribution()))``: the meta-step on what the tasks contributed."""
+        return self.apply(reduce(self.contribution()))
+
+    @abstractmethod
+    def _contribution(self) -> Contribution: ...
+
+    @abstractmethod
+    def _apply(self, contribution: Contribution) -> dict[str, float]: ...
 
     @abstractmethod
     def initialization(self) -> dict[str, Tensor]:
@@ -54,17 +176,23 @@ class MetaLearner(nn.Module, ABC):
 
     def extra_state(self) -> dict[str, Any]:
         """Non-module state to checkpoint (plain tensors, numbers, dicts, lists)."""
-        return {}
+        if self.meta_optimizer is None:
+            return {}
+        return {"meta_optimizer": self.meta_optimizer.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
+        if self.meta_optimizer is not None:
+            self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+
+    def step_meta_optimizer(self) -> None:
+        """Step θ⁰ with the meta-gradient now in ``.grad``, then clear it."""
+        assert self.meta_optimizer is not None
+        self.meta_optimizer.step()
+        self.meta_optimizer.zero_grad(set_to_none=True)
 
 
 # ------------------------------------------------------------------------ shared helpers
-Exclude = Callable[[str], bool] | Sequence[str]
-LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
 def excluder(model: nn.Module, exclude: Exclude) -> Callable[[str], bool]:
     """``exclude`` (parameter names or a predicate on the name) as a predicate, names checked."""
     if callable(exclude):
@@ -106,6 +234,9 @@ class NamedTensors(nn.Module):
             return
         state = dict(model.named_parameters())
         state.update(model.named_buffers())
+        missing = [n for n in self.names if n not in state]
+        if missing:
+            raise ValueError(f"the model lacks {missing}: it does not match this learner")
         torch._foreach_copy_([state[n] for n in self.names], self.values())
 
 
@@ -144,160 +275,153 @@ class LossLog:
     """Per-task losses summed as tensors (no host sync per step), read once per meta-step.
 
     ``first``: f(θ⁰) on the first batch; ``last``: the last inner step's loss f(θ^{K−1});
-    ``final``: the loss on the extra batch after adaptation, f(θ^K).
+    ``final``: the loss after adaptation, f(θ^K).
     """
 
+    KEYS = ("loss_first", "loss_last", "loss_final")
+
     def __init__(self) -> None:
-        self.sums: dict[str, Tensor] = {}
+        self.totals: dict[str, Tensor] = {}
         self.tasks = 0
 
     def add(self, first: Tensor, last: Tensor, final: Tensor) -> None:
-        for key, value in (("first", first), ("last", last), ("final", final)):
+        for key, value in zip(self.KEYS, (first, last, final), strict=True):
             value = value.detach().float()
-            self.sums[key] = value if key not in self.sums else self.sums[key] + value
+            self.totals[key] = value if key not in self.totals else self.totals[key] + value
         self.tasks += 1
 
-    def metrics(self) -> dict[str, float]:
-        if not self.tasks:
+    def sums(self) -> dict[str, Tensor]:
+        """The sums as :class:`Contribution` entries (``"finished"``: tasks, dropped or not)."""
+        zero = torch.zeros(())
+        return {"finished": torch.tensor(self.tasks),
+                **{k: self.totals.get(k, zero) for k in self.KEYS}}
+
+    @classmethod
+    def metrics(cls, contribution: Contribution) -> dict[str, float]:
+        """Mean losses over the finished tasks, and their number."""
+        tasks = contribution.count("finished")
+        if not tasks:
             return {"tasks": 0.0}
-        means = torch.stack([self.sums[k] for k in ("first", "last", "final")]) / self.tasks
-        first, last, final = means.tolist()
+        first, last, final = (torch.stack([contribution.sums[k] for k in cls.KEYS]) / tasks
+                              ).tolist()
         return {"loss_first": first, "loss_last": last, "loss_final": final,
-                "tasks": float(self.tasks)}
+                "tasks": float(tasks)}
 
 
-class MeanGrad:
-    """The mean over a meta-batch of per-task meta-gradients, non-finite tasks dropped.
+class FlatMean:
+    """Per-task meta-gradients summed into one flat buffer, non-finite tasks dropped.
 
-    :meth:`add` folds one task's contribution (a list shaped like the meta-parameters;
-    ``None`` entries count as zero) and says whether it was kept; :meth:`write` sets the
-    mean as ``.grad`` of the meta-parameters (nothing if every task was dropped).
+    :meth:`add` folds one task's contribution (a list shaped like ``params``; ``None``
+    entries count as zero); :meth:`sums` gives the :class:`Contribution` entries and starts
+    over; :meth:`write` sets the mean of (reduced) sums as ``.grad`` of ``params``.
     """
 
     def __init__(self, params: Sequence[Tensor]) -> None:
         self.params = list(params)
-        self.sum: list[Tensor] | None = None
+        self.total: Tensor | None = None
         self.kept = self.dropped = 0
 
     @torch.no_grad()
     def add(self, grads: Sequence[Tensor | None]) -> bool:
-        grads = [torch.zeros_like(p) if g is None else g.detach()
-                 for p, g in zip(self.params, grads, strict=True)]
-        if not bool(torch.stack([g.isfinite().all() for g in grads]).all()):
+        flat = torch.cat([(torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
+                          for p, g in zip(self.params, grads, strict=True)])
+        if not bool(torch.isfinite(flat).all()):
             self.dropped += 1
             return False
-        if self.sum is None:
-            self.sum = [g.clone() for g in grads]
-        else:
-            torch._foreach_add_(self.sum, grads)
+        self.total = flat if self.total is None else self.total.add_(flat)
         self.kept += 1
         return True
 
+    def sums(self) -> dict[str, Tensor]:
+        first = self.params[0]
+        total = self.total if self.total is not None else torch.zeros(
+            sum(p.numel() for p in self.params), dtype=first.dtype, device=first.device)
+        out = {"grad": total, "tasks": torch.tensor(self.kept),
+               "dropped": torch.tensor(self.dropped)}
+        self.total, self.kept, self.dropped = None, 0, 0
+        return out
+
     @torch.no_grad()
-    def write(self) -> None:
-        if self.sum is None:
+    def write(self, contribution: Contribution) -> None:
+        kept = contribution.count("tasks")
+        if not kept:
             return
-        for p, total in zip(self.params, self.sum, strict=True):
-            mean = total.div_(self.kept)
-            p.grad = mean if p.grad is None else p.grad.add_(mean)
+        mean = contribution.sums["grad"].div_(kept)
+        for p, g in zip(self.params, mean.split([p.numel() for p in self.params]), strict=True):
+            g = g.view_as(p)
+            p.grad = g if p.grad is None else p.grad.add_(g)
 
 
-class InitializationLearner(MetaLearner):
-    """Plumbing shared by the methods that meta-learn θ⁰ with inner SGD and a meta-optimizer.
+@dataclass
+class MetaOptions:
+    """Settings of a method that steps θ⁰ with a meta-optimizer."""
 
-    ``model`` is the working network: each task copies θ⁰ into it and trains it in place with
-    plain SGD (``inner_lr``). Parameters that ``exclude`` names (e.g. ``"head."`` params) are
-    per-task: not meta-learned, reset at every task to their values at construction and left
-    out of :meth:`initialization`. Buffers (BatchNorm statistics) are reset to their values at
-    construction at every task (the "reset" policy; all steps run in train mode). Subclasses
-    create ``self.meta_optimizer`` over their θ⁰; its state is the :meth:`extra_state`.
+    meta_lr: float = 0.1
+    """learning rate of the meta-optimizer (SPEC §2.1: 0.1; the paper's FOMAML used 0.5)"""
+    meta_optimizer: str = "sgd"
+    """the meta-optimizer over θ⁰: "sgd" (the paper's Omniglot choice) or "adam" (Multi-CV)"""
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first impossible setting."""
+        if not (math.isfinite(self.meta_lr) and self.meta_lr > 0):
+            raise ValueError(f"meta_lr must be a positive number, got {self.meta_lr}")
+        if self.meta_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got "
+                             f"{self.meta_optimizer!r}")
+
+
+class ThetaLearner(MetaLearner):
+    """A learner holding θ⁰ itself and stepping it with a meta-optimizer (Reptile, FOMAML, MAML).
+
+    θ⁰ is ``self.theta`` (parameters under the model's names: the trainable ones that
+    ``context.exclude`` leaves in); ``self.init_buffers`` are the buffers each task starts
+    with (the "reset" policy). Subclasses give the per-task handle.
     """
 
-    meta_optimizer: torch.optim.Optimizer
-
-    def __init__(self, model: nn.Module, *, inner_lr: float, exclude: Exclude = (),
-                 loss_fn: LossFn = F.cross_entropy) -> None:
+    def __init__(self, model: nn.Module, options: MetaOptions | None = None,
+                 context: Context = DEFAULT_CONTEXT) -> None:
         super().__init__()
-        self.model = model
-        self.inner_lr = inner_lr
-        self.loss_fn = loss_fn
-        self.is_excluded = excluder(model, exclude)
-        self.per_task = NamedTensors(
-            {n: p for n, p in model.named_parameters() if self.is_excluded(n)}, parameters=False)
-
-    def meta_names(self) -> list[str]:
-        """The names of the model's meta-learned (trainable, not excluded) parameters."""
-        return [n for n, p in self.model.named_parameters()
-                if p.requires_grad and not self.is_excluded(n)]
-
-    def inner_optimizer(self) -> torch.optim.Optimizer:
-        """Plain SGD over all the working model's parameters (the per-task ones included)."""
-        return torch.optim.SGD(self.model.parameters(), lr=self.inner_lr)
-
-    def adapt(self, task: TaskStream, observe: Callable[[Tensor], None] | None = None
-              ) -> tuple[Tensor, Tensor, Batch]:
-        """K inner SGD steps on all but the last batch of ``task``, from the model as it is.
-
-        ``observe(loss)`` runs just before each step (gradients in place). Returns the loss of
-        the first and of the last step, and the extra batch, not yet used.
-        """
-        opt = self.inner_optimizer()
-        losses: list[Tensor] = []
-        for (x, y), last in with_last(task.batches):
-            if last:
-                return losses[0], losses[-1], (x, y)
-            loss = self.loss_fn(self.model(x), y)
-            loss.backward()
-            if observe is not None:
-                observe(loss)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            losses[1:] = [loss]  # keep the first and the latest
-        raise RuntimeError("unreachable: with_last always flags the last batch")
-
-    def extra_state(self) -> dict[str, Any]:
-        return {"meta_optimizer": self.meta_optimizer.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
-
-    def meta_update(self) -> None:
-        """Step θ⁰ with the meta-gradient now in ``.grad``, then clear it."""
-        self.meta_optimizer.step()
-        self.meta_optimizer.zero_grad(set_to_none=True)
-
-
-class ThetaLearner(InitializationLearner):
-    """An :class:`InitializationLearner` holding θ⁰ itself (Reptile, FOMAML, MAML).
-
-    θ⁰ is ``self.theta`` (parameters under the model's names), the buffers θ⁰ starts every
-    task with are ``self.init_buffers``; ``meta_optimizer`` (``"sgd"`` or ``"adam"``, with
-    ``meta_lr``) steps θ⁰. ``exclude`` and ``loss_fn`` as in :class:`InitializationLearner`
-    (defaults: no per-task parameters, cross-entropy); the lr defaults are SPEC §2.1's.
-    """
-
-    def __init__(self, model: nn.Module, *, inner_lr: float = 0.1, meta_lr: float = 0.1,
-                 meta_optimizer: str = "sgd", exclude: Exclude = (),
-                 loss_fn: LossFn = F.cross_entropy) -> None:
-        super().__init__(model, inner_lr=inner_lr, exclude=exclude, loss_fn=loss_fn)
+        self.options = options = options or MetaOptions()
+        excluded = excluder(model, context.exclude)
         params = dict(model.named_parameters())
-        self.theta = NamedTensors({n: params[n] for n in self.meta_names()}, parameters=True)
+        self.theta = NamedTensors({n: p for n, p in params.items()
+                                   if p.requires_grad and not excluded(n)}, parameters=True)
         self.init_buffers = NamedTensors(dict(model.named_buffers()), parameters=False)
-        self.meta_optimizer = make_meta_optimizer(self.theta.parameters(), meta_optimizer,
-                                                  meta_lr)
+        self.meta_optimizer = make_meta_optimizer(self.theta.parameters(),
+                                                  options.meta_optimizer, options.meta_lr)
+        self.mean = FlatMean(self.theta.values())
 
-    def begin_task(self) -> None:
-        """Load θ⁰, the per-task parameters' init and the initial buffers into the model."""
-        self.theta.load_into(self.model)
-        self.per_task.load_into(self.model)
-        self.init_buffers.load_into(self.model)
-
-    def model_meta_parameters(self) -> list[Tensor]:
-        """The working model's parameters that θ⁰ initialises, in θ⁰'s order."""
-        params = dict(self.model.named_parameters())
+    def begin(self, model: nn.Module) -> list[Tensor]:
+        """Load θ⁰ and the initial buffers into ``model``; its θ⁰ parameters, in θ⁰'s order."""
+        self.theta.load_into(model)
+        self.init_buffers.load_into(model)
+        params = dict(model.named_parameters())
         return [params[n] for n in self.theta.names]
+
+    def _contribution(self) -> Contribution:
+        return Contribution(self.mean.sums())
+
+    def _apply(self, contribution: Contribution) -> dict[str, float]:
+        self.mean.write(contribution)
+        self.step_meta_optimizer()
+        return {"dropped": float(contribution.count("dropped"))}
 
     def initialization(self) -> dict[str, Tensor]:
         out = {n: t.detach() for n, t in self.theta.items()}
         out.update(self.init_buffers.items())
         return out
+
+
+@contextmanager
+def running(handle: TaskHandle, abort: Callable[[], None] = lambda: None
+            ) -> Iterator[TaskHandle]:
+    """Yield ``handle``; a task that raised, or ended without ``finish``, is discarded."""
+    try:
+        yield handle
+    except BaseException:
+        abort()
+        raise
+    if not handle.finished:
+        abort()
+        raise RuntimeError(f"a {handle.learner.name} task ended without finish(final_loss): "
+                           "it was discarded")

@@ -1,23 +1,45 @@
 """Multi-headed finetuning (SPEC §2.1 baseline): pretrain one network on the pooled tasks.
 
 The pretraining tasks share one encoder and each has its own linear head (task ``index`` →
-head ``index``). A meta-step is ordinary SGD on the meta-batch's inner-step batches,
-interleaved across tasks (one batch of each task in turn), each through its task's head; the
-extra batch of each stream only gives the ``loss_final`` metric. The initialization for a new
-task is the encoder alone: a held-out task keeps the fresh head of its own model.
+head ``index``). The tasks of a meta-batch train that one network with ordinary SGD, their
+steps interleaved by the caller (one batch of each task in turn), each through its own head.
+The initialization for a new task is the encoder alone: a held-out task keeps the fresh head
+of its own model.
+
+The contribution is the update of the shared network over the meta-batch. On one process it
+is already in place; summed over several processes (each training its share of the tasks
+from the same start) it is added to that start, as in local SGD.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from metaleap.metalearners.base import Batch, LossFn, LossLog, MetaLearner, TaskStream, with_last
+from metaleap.leap import Contribution
+from metaleap.metalearners.base import DEFAULT_CONTEXT, Context, MetaLearner, TaskHandle, running
 from metaleap.models import MultiHeadNet
 from metaleap.seeding import generator
+
+
+@dataclass
+class FinetuneOptions:
+    """Settings of the pretraining SGD (its learning rate is the protocol's inner lr)."""
+
+    momentum: float = 0.0
+    """momentum of the pretraining SGD (0: plain SGD, as the inner loops of the other methods)"""
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the first impossible setting."""
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum}")
 
 
 class Finetune(MetaLearner):
@@ -26,60 +48,68 @@ class Finetune(MetaLearner):
     Args:
         model: a network with an ``encoder`` and an ``nn.Linear`` ``head`` (e.g.
             :class:`~metaleap.models.ConvNet`); its encoder is trained in place.
-        num_tasks: number of pretraining tasks, hence of heads.
-        inner_lr: lr of the pretraining SGD.
-        seed: the heads are drawn from the stream ``(seed, "finetune-heads")``.
-        momentum: momentum of the pretraining SGD (0: plain SGD).
-        loss_fn: the task loss, ``loss_fn(logits, y)``.
+        options: :class:`FinetuneOptions`.
+        context: ``num_tasks`` heads, drawn from the stream ``(seed, "finetune-heads")``;
+            the pretraining SGD runs at ``inner_lr``.
     """
 
-    name = "finetune"
+    name, label, color = "finetune", "Finetuning (multi-head)", "tab:blue"
+    Options = FinetuneOptions
+    interleaved = True
 
-    def __init__(self, model: nn.Module, *, num_tasks: int, inner_lr: float = 0.1,
-                 seed: int = 0, momentum: float = 0.0,
-                 loss_fn: LossFn = F.cross_entropy) -> None:
+    def __init__(self, model: nn.Module, options: FinetuneOptions | None = None,
+                 context: Context = DEFAULT_CONTEXT) -> None:
         super().__init__()
-        self.net = MultiHeadNet(model, num_tasks, generator(seed, "finetune-heads"))
-        self.loss_fn = loss_fn
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=inner_lr, momentum=momentum)
+        options = options or FinetuneOptions()
+        self.net = MultiHeadNet(model, context.num_tasks,
+                                generator(context.seed, "finetune-heads"))
+        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=context.inner_lr,
+                                         momentum=options.momentum)
+        self._start: Tensor | None = None
+        self._applied_from = torch.empty(0)
+        self._tasks = 0
 
-    def meta_step(self, tasks: Sequence[TaskStream]) -> dict[str, float]:
-        net, log = self.net, LossLog()
-        net.train()
-        for task in tasks:
-            if not 0 <= task.index < len(net.heads):
-                raise IndexError(f"task index {task.index} has no head ({len(net.heads)} heads)")
-        streams = [with_last(task.batches) for task in tasks]
-        first: list[Tensor | None] = [None] * len(tasks)
-        step_loss: list[Tensor | None] = [None] * len(tasks)
-        query: list[Batch | None] = [None] * len(tasks)
-        active = list(range(len(tasks)))
-        while active:  # round-robin: one inner batch of each unfinished task in turn
-            for t in list(active):
-                (x, y), last = next(streams[t])
-                if last:
-                    query[t] = (x, y)
-                    active.remove(t)
-                    continue
-                loss = self.loss_fn(net(x, tasks[t].index), y)
-                loss.backward()
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                first[t] = loss if first[t] is None else first[t]
-                step_loss[t] = loss
-        with torch.no_grad():
-            for t, task in enumerate(tasks):
-                x, y = query[t]  # type: ignore[misc]
-                log.add(first[t], step_loss[t], self.loss_fn(net(x, task.index), y))  # type: ignore[arg-type]
-        return log.metrics()
+    @contextmanager
+    def task(self, model: nn.Module | None = None,
+             optimizer: torch.optim.Optimizer | None = None, *,
+             index: int = 0) -> Iterator[TaskHandle]:
+        """Task ``index`` trains the shared network through its head, with its own SGD."""
+        if model is not None or optimizer is not None:
+            raise ValueError("finetuning trains its own multi-headed network: "
+                             "call task(None, None, index=...)")
+        if not 0 <= index < len(self.net.heads):
+            raise IndexError(f"task index {index} has no head ({len(self.net.heads)} heads)")
+        if self._start is None:  # the first task of a meta-batch: where the update starts
+            self._start = parameters_to_vector(self.net.parameters()).detach().clone()
+        self.net.train()
+        handle = TaskHandle(self, lambda x: self.net(x, index), self.optimizer)
+        with running(handle):
+            yield handle
+        self._tasks += 1
+
+    def _contribution(self) -> Contribution:
+        assert self._start is not None, "no task ran in this meta-batch"
+        update = parameters_to_vector(self.net.parameters()).detach() - self._start
+        sums = {"update": update, "processes": torch.tensor(1),
+                "tasks": torch.tensor(self._tasks), "dropped": torch.tensor(0)}
+        self._applied_from, self._start, self._tasks = self._start, None, 0
+        return Contribution(sums)
+
+    @torch.no_grad()
+    def _apply(self, contribution: Contribution) -> dict[str, float]:
+        processes = contribution.count("processes")
+        if processes > 1:  # the sum of every process's update, from their common start
+            vector_to_parameters(self._applied_from + contribution.sums["update"],
+                                 self.net.parameters())
+        return {}
 
     def initialization(self) -> dict[str, Tensor]:
         """The encoder's parameters and buffers under the model's names (``"encoder.…"``)."""
         return {n: t.detach() for n, t in self.net.state_dict(keep_vars=True).items()
                 if not n.startswith("heads.")}
 
-    def extra_state(self) -> dict[str, object]:
+    def extra_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict()}
 
-    def load_extra_state(self, state: dict[str, object]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

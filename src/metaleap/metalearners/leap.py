@@ -1,73 +1,109 @@
 """Leap as a :class:`MetaLearner`: the pull-forward meta-gradient of :class:`metaleap.Leap`.
 
-Each task starts from θ⁰, takes K inner SGD steps on its batches (Leap reads θ^i, ∇f(θ^i) and
-f(θ^i) just before every step) and closes the K-th segment with f(θ^K), the loss of one
-forward pass on the stream's extra batch (no gradient; train mode, like the inner steps).
-SPEC §2.1 defaults: length metric, loss term and stabilizer.
+Each task starts from θ⁰ and trains with the caller's optimizer; Leap reads θ^i, ∇f(θ^i) and
+f(θ^i) from the optimizer's pre-step hook (after clipping or unscaling), and ``finish`` closes
+the K-th segment with f(θ^K), for instance one more forward pass on the next batch. SPEC §2.1
+defaults: length metric, loss term and stabilizer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaleap.leap import BufferPolicy, Leap, Metric
+from metaleap.leap import Contribution, Leap, LeapTask
 from metaleap.metalearners.base import (
-    Exclude,
-    InitializationLearner,
-    LossFn,
-    LossLog,
-    TaskStream,
+    DEFAULT_CONTEXT,
+    Context,
+    MetaLearner,
+    MetaOptions,
+    TaskHandle,
+    excluder,
     make_meta_optimizer,
+    running,
 )
 
 
-class LeapLearner(InitializationLearner):
+@dataclass
+class LeapOptions(MetaOptions):
+    """Leap's settings (SPEC §1); the meta-optimizer's as :class:`MetaOptions`."""
+
+    metric: str = "length"
+    """"length" (p = 1, the paper's choice) or "energy" (p = 2) of the learning path"""
+    loss_term: bool = True
+    """include the loss coordinate f(θ) in the path γ = (θ, f(θ))"""
+    stabilizer: bool = True
+    """use −|Δf| for Δf, so a step where the loss rose still pulls along −∇f (needs loss_term)"""
+    buffers: str = "reset"
+    """BatchNorm statistics: "reset" to θ⁰'s at each task, or "average" the tasks' final ones"""
+
+    def check(self) -> None:
+        super().check()
+        if self.metric not in ("length", "energy"):
+            raise ValueError(f"metric must be 'length' or 'energy', got {self.metric!r}")
+        if self.buffers not in ("reset", "average"):
+            raise ValueError(f"buffers must be 'reset' or 'average', got {self.buffers!r}")
+        if self.stabilizer and not self.loss_term:
+            raise ValueError("stabilizer=true needs loss_term=true (it acts on the loss term)")
+
+
+class _LeapHandle(TaskHandle):
+    def __init__(self, learner: LeapLearner, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, core: LeapTask) -> None:
+        super().__init__(learner, model, optimizer)
+        self.core = core
+
+    def report(self, loss: Tensor) -> None:
+        super().report(loss)
+        self.core.report(loss)
+
+    def _finish(self, final_loss: Tensor) -> None:
+        self.core.finish(final_loss)
+
+
+class LeapLearner(MetaLearner):
     """Leap (Flennerhag et al., 2019): descend the expected length of the learning paths.
 
     Args:
-        model: the working network; θ⁰ starts as a copy of its parameters.
-        inner_lr: lr of the inner SGD.
-        meta_lr: lr of the meta-optimizer.
-        meta_optimizer: ``"sgd"`` (Omniglot) or ``"adam"`` (Multi-CV).
-        metric, loss_term, stabilizer, buffers: passed to :class:`metaleap.Leap`.
-        exclude: per-task parameters (e.g. ``lambda n: n.startswith("head.")``), not in θ⁰.
-        loss_fn: the task loss, ``loss_fn(logits, y)``.
+        model: a network of the tasks' shape; θ⁰ starts as a copy of its parameters.
+        options: :class:`LeapOptions`.
+        context: ``exclude`` names per-task parameters (e.g. a fresh head), not in θ⁰.
     """
 
-    name = "leap"
+    name, label, color = "leap", "Leap", "tab:orange"
+    Options = LeapOptions
 
-    def __init__(self, model: nn.Module, *, inner_lr: float = 0.1, meta_lr: float = 0.1,
-                 meta_optimizer: str = "sgd", metric: Metric = "length",
-                 loss_term: bool = True, stabilizer: bool = True, buffers: BufferPolicy = "reset",
-                 exclude: Exclude = (), loss_fn: LossFn = F.cross_entropy) -> None:
-        super().__init__(model, inner_lr=inner_lr, exclude=exclude, loss_fn=loss_fn)
-        self.leap = Leap(model, metric=metric, loss_term=loss_term, stabilizer=stabilizer,
-                         exclude=self.is_excluded, buffers=buffers)
-        self.meta_optimizer = make_meta_optimizer(self.leap.parameters(), meta_optimizer, meta_lr)
+    def __init__(self, model: nn.Module, options: LeapOptions | None = None,
+                 context: Context = DEFAULT_CONTEXT) -> None:
+        super().__init__()
+        self.options = options = options or LeapOptions()
+        self.leap = Leap(model, metric=options.metric,  # type: ignore[arg-type]
+                         loss_term=options.loss_term, stabilizer=options.stabilizer,
+                         exclude=excluder(model, context.exclude),
+                         buffers=options.buffers)  # type: ignore[arg-type]
+        self.meta_optimizer = make_meta_optimizer(self.leap.parameters(),
+                                                  options.meta_optimizer, options.meta_lr)
 
-    def meta_step(self, tasks: Sequence[TaskStream]) -> dict[str, float]:
-        model, log = self.model, LossLog()
-        model.train()
-        for task in tasks:
-            self.leap.begin_task(model)  # θ⁰ and its buffers
-            self.per_task.load_into(model)
-            try:
-                first, step_loss, (x, y) = self.adapt(
-                    task, lambda loss: self.leap.observe(model, loss))
-                with torch.no_grad():  # f(θ^K) closes the K-th segment
-                    final = self.loss_fn(model(x), y)
-            except BaseException:
-                self.leap.abort_task()
-                raise
-            self.leap.end_task(model, final)
-            log.add(first, step_loss, final)
-        stats = self.leap.meta_grad()
-        self.meta_update()
-        return {**log.metrics(), "path": stats.mean_path, "dropped": float(stats.dropped)}
+    @contextmanager
+    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
+             index: int = 0) -> Iterator[TaskHandle]:
+        if model is None or optimizer is None:
+            raise ValueError("Leap needs the task's model and its inner optimizer")
+        with self.leap.task(model, optimizer) as core, \
+                running(_LeapHandle(self, model, optimizer, core)) as handle:
+            yield handle
+
+    def _contribution(self) -> Contribution:
+        return self.leap.contribution()
+
+    def _apply(self, contribution: Contribution) -> dict[str, float]:
+        stats = self.leap.apply(contribution)
+        self.step_meta_optimizer()
+        return {"path": stats.mean_path, "dropped": float(stats.dropped)}
 
     def initialization(self) -> dict[str, Tensor]:
         return self.leap.initialization()

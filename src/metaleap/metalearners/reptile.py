@@ -2,37 +2,43 @@
 
 Meta-gradient: the mean over the meta-batch of θ⁰ − θ^K (SPEC §2.1), stepped by the
 meta-optimizer; with SGD, θ⁰ ← θ⁰ − meta_lr · mean(θ⁰ − θ^K). It equals Leap's meta-gradient
-with the energy metric and neither loss term nor stabilizer (SPEC §1). The extra batch only
+with the energy metric and neither loss term nor stabilizer (SPEC §1). The final loss only
 gives the ``loss_final`` metric.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
+from torch import Tensor, nn
 
-from metaleap.metalearners.base import LossLog, MeanGrad, TaskStream, ThetaLearner
+from metaleap.metalearners.base import MetaOptions, TaskHandle, ThetaLearner, running
+
+
+class _ReptileHandle(TaskHandle):
+    def __init__(self, learner: Reptile, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 params: list[Tensor]) -> None:
+        super().__init__(learner, model, optimizer)
+        self.params = params
+
+    @torch.no_grad()
+    def _finish(self, final_loss: Tensor) -> None:
+        learner: Reptile = self.learner  # type: ignore[assignment]
+        learner.mean.add(torch._foreach_sub(learner.theta.values(), self.params))  # θ⁰ − θ^K
 
 
 class Reptile(ThetaLearner):
-    """Reptile; arguments as :class:`~metaleap.metalearners.base.ThetaLearner`."""
+    """Reptile; ``options`` as :class:`~metaleap.metalearners.base.MetaOptions`."""
 
-    name = "reptile"
+    name, label, color = "reptile", "Reptile", "tab:green"
+    Options = MetaOptions
 
-    def meta_step(self, tasks: Sequence[TaskStream]) -> dict[str, float]:
-        model, log = self.model, LossLog()
-        model.train()
-        theta = self.theta.values()
-        mean = MeanGrad(theta)
-        for task in tasks:
-            self.begin_task()
-            first, step_loss, (x, y) = self.adapt(task)
-            with torch.no_grad():
-                final = self.loss_fn(model(x), y)
-            with torch.no_grad():
-                mean.add(torch._foreach_sub(theta, self.model_meta_parameters()))  # θ⁰ − θ^K
-            log.add(first, step_loss, final)
-        mean.write()
-        self.meta_update()
-        return {**log.metrics(), "dropped": float(mean.dropped)}
+    @contextmanager
+    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
+             index: int = 0) -> Iterator[TaskHandle]:
+        if model is None or optimizer is None:
+            raise ValueError("Reptile needs the task's model and its inner optimizer")
+        with running(_ReptileHandle(self, model, optimizer, self.begin(model))) as handle:
+            yield handle

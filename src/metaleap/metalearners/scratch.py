@@ -2,33 +2,57 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
-from metaleap.metalearners.base import Exclude, MetaLearner, NamedTensors, TaskStream, excluder
+from metaleap.leap import Contribution
+from metaleap.metalearners.base import (
+    DEFAULT_CONTEXT,
+    Context,
+    MetaLearner,
+    NamedTensors,
+    TaskHandle,
+    excluder,
+)
+
+
+@dataclass
+class ScratchOptions:
+    """No pretraining has no settings."""
+
+    def check(self) -> None:
+        """Nothing to check."""
 
 
 class Scratch(MetaLearner):
-    """θ⁰ frozen at ``model``'s seeded initialization; a meta-step reads no data.
+    """θ⁰ frozen at ``model``'s seeded initialization; it never meta-trains.
 
-    ``exclude`` names per-task parameters (e.g. the head) left out of :meth:`initialization`,
-    as for the other methods.
+    ``context.exclude`` names per-task parameters (e.g. the head) left out of
+    :meth:`initialization`, as for the other methods.
     """
 
-    name = "scratch"
-    meta_trains = False
+    name, label, color = "scratch", "No pretraining", "tab:gray"
+    Options = ScratchOptions
     meta_trains = False
 
-    def __init__(self, model: nn.Module, *, exclude: Exclude = ()) -> None:
+    def __init__(self, model: nn.Module, options: ScratchOptions | None = None,
+                 context: Context = DEFAULT_CONTEXT) -> None:
         super().__init__()
-        excluded = excluder(model, exclude)
-        state = dict(model.named_parameters())
-        self.theta = NamedTensors({n: p for n, p in state.items() if not excluded(n)},
-                                  parameters=False)
+        excluded = excluder(model, context.exclude)
+        self.theta = NamedTensors({n: p for n, p in model.named_parameters()
+                                   if not excluded(n)}, parameters=False)
         self.init_buffers = NamedTensors(dict(model.named_buffers()), parameters=False)
 
-    def meta_step(self, tasks: Sequence[TaskStream]) -> dict[str, float]:
+    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
+             index: int = 0) -> TaskHandle:
+        raise RuntimeError("no pretraining does not meta-train: it has no tasks")
+
+    def _contribution(self) -> Contribution:
+        return Contribution({"tasks": torch.tensor(0), "dropped": torch.tensor(0)})
+
+    def _apply(self, contribution: Contribution) -> dict[str, float]:
         return {}
 
     def initialization(self) -> dict[str, Tensor]:

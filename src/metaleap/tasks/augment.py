@@ -36,7 +36,8 @@ def apply_affine(x: Tensor, theta: Tensor, fill: float = 0.0, mode: str = "bilin
 
     Pixels sampled from outside the image take the value ``fill``.
     """
-    theta = theta.to(device=x.device, dtype=x.dtype)
+    # cast where theta is, then copy without waiting for the device (no host sync per batch)
+    theta = theta.to(dtype=x.dtype).to(x.device, non_blocking=True)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     if fill == 0.0:
         return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)

@@ -9,9 +9,10 @@ shape ``(N, 1, H, W)`` in ``[0, 1]`` with ink high and background 0; labels are 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -30,6 +31,15 @@ class Task:
     val_x: Tensor | None = None
     val_y: Tensor | None = None
 
+    def to(self, device: torch.device | str) -> Task:
+        """This task with every tensor on ``device`` (itself if they are there already)."""
+        device = torch.device(device)
+        if self.train_x.device == device:
+            return self
+        moved = {f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
+                 if isinstance(getattr(self, f.name), Tensor)}
+        return dataclasses.replace(self, **moved)
+
 
 class TaskSet(Protocol):
     """A finite, indexable family of tasks (alphabets, datasets)."""
@@ -45,6 +55,10 @@ class TaskSet(Protocol):
         """Task ``index``; every random choice flows from ``(seed, index)``."""
         ...
 
+    def identity(self) -> dict[str, Any]:
+        """What identifies the data (kind, version or hash, task names): JSON-able."""
+        ...
+
 
 Augment = Callable[[Tensor, torch.Generator], Tensor]
 
@@ -53,14 +67,19 @@ def batches(task: Task, batch_size: int, steps: int, generator: torch.Generator,
             augment: Augment | None = None) -> Iterator[tuple[Tensor, Tensor]]:
     """``steps`` training batches: shuffled epochs over the training split, augmented per batch.
 
-    The batch order and the augmentation both draw from ``generator`` alone.
+    The batch order and the augmentation both draw from ``generator`` alone (a CPU generator:
+    the same data on every device). Batches are on the task's device; the indices go there
+    without waiting for the device.
     """
     n = task.train_y.numel()
+    device = task.train_x.device
     order = torch.empty(0, dtype=torch.long)
     for _ in range(steps):
         if order.numel() < batch_size:
             order = torch.cat([order, torch.randperm(n, generator=generator)])
         idx, order = order[:batch_size], order[batch_size:]
+        if device.type != "cpu":
+            idx = idx.to(device, non_blocking=True)
         x = task.train_x[idx]
         if augment is not None:
             x = augment(x, generator)

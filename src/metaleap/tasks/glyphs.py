@@ -235,6 +235,13 @@ class GlyphAlphabets:
     def __len__(self) -> int:
         return len(self.manifest["alphabet_list"])
 
+    def identity(self) -> dict[str, object]:
+        """The cache key, a SHA-256 of the font manifest and the alphabet names."""
+        text = json.dumps(self.manifest, sort_keys=True, ensure_ascii=False)
+        return {"kind": "glyphs", "key": self.manifest["key"], "file": self.path.name,
+                "manifest_sha256": hashlib.sha256(text.encode()).hexdigest(),
+                "size": self.size, "alphabets": self.names}
+
     def characters(self, index: int) -> list[str]:
         """The characters of alphabet ``index``, in label order of :meth:`images`."""
         return list(self.manifest["alphabet_list"][index]["characters"])

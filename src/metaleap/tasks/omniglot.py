@@ -10,6 +10,7 @@ cached in memory as ``uint8`` the first time an alphabet is used (or all at once
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,17 @@ class OmniglotAlphabets:
     def __repr__(self) -> str:
         return (f"OmniglotAlphabets(root={str(self.root)!r}, size={self.size}, "
                 f"alphabets={len(self)}, dropped={len(self.dropped)})")
+
+    def identity(self) -> dict[str, object]:
+        """The folder, the image size and a SHA-256 of every used PNG's relative path and size."""
+        digest = hashlib.sha256()
+        for chars in self._chars:
+            for _, pngs in chars:
+                for p in pngs:
+                    digest.update(f"{p.relative_to(self.root)}\t{p.stat().st_size}\n".encode())
+        return {"kind": "omniglot", "path": str(self.root.resolve()), "size": self.size,
+                "min_characters": self.min_characters, "files_sha256": digest.hexdigest(),
+                "alphabets": self.names}
 
     def characters(self, index: int) -> list[str]:
         """Character folder names of alphabet ``index``, in label-independent (sorted) order."""

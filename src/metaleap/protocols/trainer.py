@@ -1,0 +1,86 @@
+"""The generic meta-trainer: every protocol's (seed, method) runs go through :func:`train`.
+
+It resumes from the store's checkpoint, logs a validation record before the first meta-step
+and every ``eval_every`` steps, stops with :class:`DivergedError` when the initialization
+stops being finite, checkpoints every ``checkpoint_every`` steps, then evaluates and exports
+the initialization. A run that finished is read back from the store and not run again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from metaleap.protocols.base import (
+    CheckpointError,
+    DivergedError,
+    MethodRun,
+    Store,
+    StudyProtocol,
+)
+
+
+def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]:
+    """Meta-train ``run`` (resuming from ``store``), evaluate it and return its result."""
+    learner, key = run.learner, run.key
+    start = 0
+    state = store.load_state(key)
+    if state is not None:
+        try:
+            learner.load_state_dict(state["module"])
+            learner.load_extra_state(state["extra"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"checkpoints/{key}.pt does not fit {run.method} ({first}): delete it to "
+                "restart this (seed, method) from scratch") from None
+        start = int(state["step"])
+    steps = run.meta_steps if learner.meta_trains else 0
+    if start == 0 and steps:
+        _validate(run, store, 0)
+    bar = tqdm(range(start, steps), desc=f"{run.method} seed {run.seed}", unit="meta-step",
+               initial=start, total=steps, disable=not progress or not steps,
+               dynamic_ncols=True)
+    for step in bar:
+        began = time.perf_counter()
+        metrics = run.meta_step(step)
+        if not all(torch.isfinite(t).all() for t in learner.initialization().values()):
+            raise DivergedError(f"{run.method} diverged at meta-step {step + 1} (seed "
+                                f"{run.seed}): its initialization is no longer finite; lower "
+                                "the learning rates")
+        store.log({"event": "meta_step", "seed": run.seed, "method": run.method,
+                   "step": step + 1, "seconds": time.perf_counter() - began, **metrics})
+        bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if isinstance(v, float)},
+                        refresh=False)
+        if (step + 1) % run.eval_every == 0 or step + 1 == steps:
+            _validate(run, store, step + 1)
+        if (step + 1) % run.checkpoint_every == 0 and step + 1 < steps:
+            store.save_state(key, {"step": step + 1, "module": learner.state_dict(),
+                                   "extra": learner.extra_state()})
+    init = learner.initialization()
+    result = run.evaluate(init, progress)
+    store.export_initialization(key, init, run.export_metadata())
+    return result
+
+
+def _validate(run: MethodRun, store: Store, step: int) -> None:
+    record = run.validate(step)
+    if record is not None:
+        store.log({"event": "validation", "seed": run.seed, "method": run.method,
+                   "step": step, **record})
+
+
+def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
+              ) -> dict[str, dict[str, Any]]:
+    """Every (seed, method) result of ``protocol``, resuming what ``store`` holds."""
+    results = {}
+    for run in protocol.runs():
+        result = store.load_result(run.key)
+        if result is None:
+            result = train(run, store, progress)
+            store.save_result(run.key, result)
+        results[run.key] = result
+    return results
