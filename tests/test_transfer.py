@@ -435,3 +435,32 @@ def test_study_on_cuda_matches_cpu_closely(tmp_path: Path):
         torch.testing.assert_close(torch.tensor(gpu[key]["train_loss_curves"]),
                                    torch.tensor(cpu[key]["train_loss_curves"]),
                                    rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_inner_steps_on_cuda_never_wait_for_the_device():
+    """Batches, augmentation and Leap's observation of every step queue work without a host
+    synchronisation (the only ones are once per task and per meta-step)."""
+    from metaleap.metalearners import make_metalearner
+    from metaleap.models import make_convnet
+    from metaleap.seeding import generator
+    from metaleap.tasks.augment import RandomAffine
+    from metaleap.tasks.base import batches
+
+    task = Synthetic().task(1, 0, ways=5).to("cuda")
+    model = make_convnet(5, 0).cuda()
+    learner = make_metalearner("leap", model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = batches(task, 20, 6, generator(0, "cuda-test"), RandomAffine())
+    with learner.task(model, opt) as t:
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(5):
+                x, y = next(data)
+                t.step(torch.nn.functional.cross_entropy(t.model(x), y))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        x, y = next(data)
+        with torch.no_grad():
+            t.finish(torch.nn.functional.cross_entropy(t.model(x), y))
+    assert learner.meta_update()["tasks"] == 1

@@ -2,6 +2,6 @@
 
 __version__ = "0.2.0"
 
-from metaleap.leap import Contribution, Leap, LeapTask, MetaGradStats, TaskStats  # noqa: E402
+from metaleap.leap import Contribution, Leap, LeapTask, MetaGradStats, Reduce, TaskStats  # noqa: E402
 
-__all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "TaskStats"]
+__all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats"]

@@ -28,7 +28,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats"]
+__all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats",
+           "single_process"]
 
 Metric = Literal["length", "energy"]
 BufferPolicy = Literal["reset", "average"]
@@ -78,7 +79,8 @@ class Contribution:
 Reduce = Callable[[Contribution], Contribution]
 
 
-def _identity(contribution: Contribution) -> Contribution:
+def single_process(contribution: Contribution) -> Contribution:
+    """The reduce step of a single process: the local sums are the global ones."""
     return contribution
 
 
@@ -259,7 +261,8 @@ class Leap(nn.Module):
         ``buffers="average"``, ``"buffer:NAME"``: Σ of the kept tasks' final buffers.
         """
         if self._running is not None:
-            raise RuntimeError("meta_grad called while a task is running: call end_task first")
+            raise RuntimeError("meta_grad (contribution) called while a task is running: "
+                               "call end_task first")
         kept = len(self._paths)
         if kept + self._dropped == 0:
             raise RuntimeError("meta_grad: no task was finished since the last meta_grad")
@@ -298,7 +301,7 @@ class Leap(nn.Module):
                     getattr(self.init_buffers, _mangle(key[7:])).copy_(total / kept)
         return stats
 
-    def meta_grad(self, reduce: Reduce = _identity) -> MetaGradStats:
+    def meta_grad(self, reduce: Reduce = single_process) -> MetaGradStats:
         """:meth:`contribution`, ``reduce`` (all-reduce across processes) and :meth:`apply`.
 
         On one process (the default ``reduce``) this writes the meta-batch's mean

@@ -30,16 +30,11 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import Contribution, Reduce
+from metaleap.leap import Contribution, Reduce, single_process
 
 Batch = tuple[Tensor, Tensor]
 Exclude = Callable[[str], bool] | Sequence[str]
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-
-def identity(contribution: Contribution) -> Contribution:
-    """The reduce step of a single process."""
-    return contribution
 
 
 @dataclass(frozen=True)
@@ -116,6 +111,15 @@ class TaskHandle:
         """The method's contribution of this task."""
 
 
+class ThetaHandle(TaskHandle):
+    """A task of a :class:`ThetaLearner`: ``params`` are the model's θ⁰ parameters."""
+
+    def __init__(self, learner: MetaLearner, model: nn.Module,
+                 optimizer: torch.optim.Optimizer, params: list[Tensor]) -> None:
+        super().__init__(learner, model, optimizer)
+        self.params = params
+
+
 class MetaLearner(nn.Module, ABC):
     """Learns, over meta-steps, an initialization from which new tasks train.
 
@@ -160,7 +164,7 @@ class MetaLearner(nn.Module, ABC):
         """Take the meta-step from the (reduced) sums; returns the meta-batch's metrics."""
         return {**LossLog.metrics(contribution), **self._apply(contribution)}
 
-    def meta_update(self, reduce: Reduce = identity) -> dict[str, float]:
+    def meta_update(self, reduce: Reduce = single_process) -> dict[str, float]:
         """``apply(reduce(contribution()))``: the meta-step on what the tasks contributed."""
         return self.apply(reduce(self.contribution()))
 
@@ -391,12 +395,23 @@ class ThetaLearner(MetaLearner):
                                                   options.meta_optimizer, options.meta_lr)
         self.mean = FlatMean(self.theta.values())
 
+    #: The per-task handle: ``Handle(learner, model, optimizer, θ⁰ parameters of model)``.
+    Handle: ClassVar[type[ThetaHandle]]
+
     def begin(self, model: nn.Module) -> list[Tensor]:
         """Load θ⁰ and the initial buffers into ``model``; its θ⁰ parameters, in θ⁰'s order."""
         self.theta.load_into(model)
         self.init_buffers.load_into(model)
         params = dict(model.named_parameters())
         return [params[n] for n in self.theta.names]
+
+    @contextmanager
+    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
+             index: int = 0) -> Iterator[TaskHandle]:
+        if model is None or optimizer is None:
+            raise ValueError(f"{self.name} needs the task's model and its inner optimizer")
+        with running(self.Handle(self, model, optimizer, self.begin(model))) as handle:
+            yield handle
 
     def _contribution(self) -> Contribution:
         return Contribution(self.mean.sums())

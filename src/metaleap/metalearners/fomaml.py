@@ -7,21 +7,13 @@ identity. The meta-batch mean is stepped by the meta-optimizer (SPEC §2.1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from metaleap.metalearners.base import MetaOptions, TaskHandle, ThetaLearner, running
+from metaleap.metalearners.base import MetaOptions, ThetaHandle, ThetaLearner
 
 
-class _FOMAMLHandle(TaskHandle):
-    def __init__(self, learner: FOMAML, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 params: list[Tensor]) -> None:
-        super().__init__(learner, model, optimizer)
-        self.params = params
-
+class _FOMAMLHandle(ThetaHandle):
     def _finish(self, final_loss: Tensor) -> None:
         if not final_loss.requires_grad:
             raise ValueError("FOMAML needs the query loss with its graph (not under no_grad)")
@@ -34,12 +26,5 @@ class FOMAML(ThetaLearner):
 
     name, label, color = "fomaml", "FOMAML", "tab:purple"
     Options = MetaOptions
+    Handle = _FOMAMLHandle
     query_grad = True
-
-    @contextmanager
-    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
-             index: int = 0) -> Iterator[TaskHandle]:
-        if model is None or optimizer is None:
-            raise ValueError("FOMAML needs the task's model and its inner optimizer")
-        with running(_FOMAMLHandle(self, model, optimizer, self.begin(model))) as handle:
-            yield handle

@@ -8,21 +8,13 @@ gives the ``loss_final`` metric.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from metaleap.metalearners.base import MetaOptions, TaskHandle, ThetaLearner, running
+from metaleap.metalearners.base import MetaOptions, ThetaHandle, ThetaLearner
 
 
-class _ReptileHandle(TaskHandle):
-    def __init__(self, learner: Reptile, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 params: list[Tensor]) -> None:
-        super().__init__(learner, model, optimizer)
-        self.params = params
-
+class _ReptileHandle(ThetaHandle):
     @torch.no_grad()
     def _finish(self, final_loss: Tensor) -> None:
         learner: Reptile = self.learner  # type: ignore[assignment]
@@ -34,11 +26,4 @@ class Reptile(ThetaLearner):
 
     name, label, color = "reptile", "Reptile", "tab:green"
     Options = MetaOptions
-
-    @contextmanager
-    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
-             index: int = 0) -> Iterator[TaskHandle]:
-        if model is None or optimizer is None:
-            raise ValueError("Reptile needs the task's model and its inner optimizer")
-        with running(_ReptileHandle(self, model, optimizer, self.begin(model))) as handle:
-            yield handle
+    Handle = _ReptileHandle

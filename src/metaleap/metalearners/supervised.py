@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaleap.leap import Reduce
+from metaleap.leap import Reduce, single_process
 from metaleap.metalearners.base import (
     Batch,
     LossFn,
@@ -24,7 +24,6 @@ from metaleap.metalearners.base import (
     NamedTensors,
     TaskHandle,
     TaskStream,
-    identity,
     with_last,
 )
 
@@ -53,7 +52,7 @@ class SupervisedMetaStep:
         self.per_task = NamedTensors({n: p for n, p in model.named_parameters()
                                       if n not in learned}, parameters=False)
 
-    def __call__(self, tasks: Sequence[TaskStream], reduce: Reduce = identity
+    def __call__(self, tasks: Sequence[TaskStream], reduce: Reduce = single_process
                  ) -> dict[str, float]:
         """Adapt from θ⁰ on every task and take one meta-step; returns the metrics."""
         if not self.learner.meta_trains:
