@@ -477,5 +477,8 @@ def test_meta_grad_is_contribution_then_apply():
     for (_, p), (_, q) in zip(a.named_meta_parameters(), b.named_meta_parameters(),
                               strict=True):
         assert torch.equal(p.grad, q.grad)
+    empty = b.contribution()  # a process may hold no task of a meta-batch: zeros
+    assert empty.count("tasks") == empty.count("dropped") == 0
+    assert not empty.sums["grad"].any()
     with pytest.raises(RuntimeError, match="no task was finished"):
-        b.contribution()
+        b.apply(empty)

@@ -513,19 +513,6 @@ def test_handles_refuse_misuse_with_clear_errors() -> None:
     assert reptile.contribution().count("tasks") == 0  # the unfinished task was discarded
 
 
-def test_finetune_contribution_from_several_processes_adds_their_updates() -> None:
-    """Summed over processes, finetuning's update is added to the common start."""
-    tasks = make_tasks(16, n=2)
-    built = Built("finetune")
-    start = torch.nn.utils.parameters_to_vector(built.learner.net.parameters()).detach().clone()
-    built.step.run_interleaved(streams(tasks))
-    local = built.learner.contribution()
-    twice = type(local)({k: v + v for k, v in local.sums.items()})  # two identical processes
-    built.learner.apply(twice)
-    now = torch.nn.utils.parameters_to_vector(built.learner.net.parameters()).detach()
-    torch.testing.assert_close(now, start + 2 * local.sums["update"])
-
-
 @pytest.mark.parametrize("name", ["leap", "reptile", "fomaml", "maml"])
 def test_readme_learner_example_runs_for_every_method(name: str) -> None:
     """The README's per-task example is real code, for every method that takes a model."""

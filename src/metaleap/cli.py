@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import traceback
@@ -10,11 +11,13 @@ from pathlib import Path
 
 import torch
 
-from metaleap.devices import DeviceError, describe, resolve_device, set_threads
+from metaleap import distributed
+from metaleap.devices import DeviceError, describe, set_threads
 from metaleap.protocols.base import (
     CheckpointError,
     ConfigError,
     DivergedError,
+    Processes,
     describe_settings,
 )
 from metaleap.protocols.trainer import run_study
@@ -26,7 +29,7 @@ from metaleap.protocols.transfer import (
     sweep_configs,
 )
 from metaleap.report import write_report, write_sweep_report
-from metaleap.runs import RunDir, RunError
+from metaleap.runs import RunDir, RunError, RunReader, check_run_folder
 from metaleap.tasks import DataError, open_taskset
 
 PAPER_NS = "1,3,5,10,15,20,25"
@@ -43,6 +46,9 @@ def _study_arguments(p: argparse.ArgumentParser, preset: str) -> None:
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="under torchrun: seconds a collective waits for the other ranks "
+                        "(default 600)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -54,61 +60,94 @@ def _fields(args: argparse.Namespace) -> dict[str, object]:
     return {"data": args.data} if args.data else {}
 
 
-def _device(args: argparse.Namespace) -> torch.device:
+def _prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
+    """Check the run flags, set the CPU threads and resolve the device, writing nothing;
+    under torchrun, join the process group."""
     if args.resume and args.overwrite:
         raise RunError("choose one of --resume and --overwrite")
     set_threads(args.threads)
-    return resolve_device(args.device)
+    return distributed.from_environment(args.device, args.timeout)
+
+
+def _flags(args: argparse.Namespace, out: Path, resume: bool) -> tuple[bool, bool]:
+    """(resume, overwrite): a group that torchrun restarted resumes what it had written."""
+    if distributed.restarted() and (out / "config.json").is_file():
+        return True, False
+    return resume, args.overwrite
 
 
 def _run(study: TransferStudy, out: Path, args: argparse.Namespace, resume: bool,
-         overwrite: bool) -> Path:
-    with RunDir(out, study.config_record(), study.data_identity(), describe(study.device),
-                resume=resume, overwrite=overwrite, tensorboard=args.tensorboard) as run:
-        run_study(study, run, progress=not args.no_progress)
-    return write_report(out)
+         overwrite: bool) -> Path | None:
+    """Run ``study`` into the folder ``out``; rank 0 writes it and its report (returned)."""
+    processes = study.processes
+    config, identity = study.config_record(), study.data_identity()
+    check_run_folder(out, config, identity, resume, overwrite)  # every rank, before any write
+    processes.barrier()
+    store = RunDir(out, config, identity, describe(study.device), resume=resume,
+                   overwrite=overwrite, tensorboard=args.tensorboard) if processes.main else None
+    processes.barrier()
+    with store or RunReader(out) as run:
+        run_study(study, run, progress=processes.main and not args.no_progress)
+    processes.barrier()
+    return write_report(out) if processes.main else None
+
+
+def _say(processes: Processes, text: str) -> None:
+    if processes.main:
+        print(text, flush=True)
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
     cfg = resolve_config(args.preset, args.overrides, **_fields(args))
-    study = TransferStudy(cfg, device=_device(args))
-    report = _run(study, Path(args.out), args, args.resume, args.overwrite)
-    print(report.read_text())
-    print(f"report and plots in {report.parent}")
+    processes, device = _prepare(args)
+    out = Path(args.out)
+    study = TransferStudy(cfg, device=device, processes=processes)
+    report = _run(study, out, args, *_flags(args, out, args.resume))
+    if report is not None:
+        print(report.read_text())
+        print(f"report and plots in {report.parent}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
     out = Path(args.out)
     cfg = resolve_config(args.preset, args.overrides, **_fields(args))
-    study = TransferStudy(cfg, device=_device(args))
+    processes, device = _prepare(args)
+    _say(processes, f"metaleap demo: {', '.join(cfg.methods)} on {cfg.data}, N = "
+                    f"{cfg.num_pretrain} pretraining tasks, {cfg.meta_steps} meta-steps, on "
+                    f"{device}; writing {out}")
+    study = TransferStudy(cfg, device=device, processes=processes)
     resume = args.resume or ((out / "config.json").is_file() and not args.overwrite)
-    print(f"metaleap demo: {', '.join(cfg.methods)} on {cfg.data}, N = {cfg.num_pretrain} "
-          f"pretraining tasks, {cfg.meta_steps} meta-steps, on {study.device}; writing {out}",
-          flush=True)
-    report = _run(study, out, args, resume, args.overwrite)
-    print(report.read_text())
-    print(f"Plots: {report.parent / 'heldout_curves.png'}, {report.parent / 'meta_training.png'}")
+    report = _run(study, out, args, *_flags(args, out, resume))
+    if report is not None:
+        print(report.read_text())
+        print(f"Plots: {report.parent / 'heldout_curves.png'}, "
+              f"{report.parent / 'meta_training.png'}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out)
     configs = sweep_configs(args.preset, args.overrides, args.ns, **_fields(args))
-    device = _device(args)
+    processes, device = _prepare(args)
     first: TransferConfig = next(iter(configs.values()))
     taskset = open_taskset(first.data, size=first.image_size, ways=first.ways)
-    studies = {n: TransferStudy(cfg, taskset, device) for n, cfg in configs.items()}  # checks
-    if out.exists() and any(out.iterdir()) and not (args.resume or args.overwrite):
+    studies = {n: TransferStudy(cfg, taskset, device, processes)  # checks every N first
+               for n, cfg in configs.items()}
+    resume, overwrite = _flags(args, out, args.resume)
+    if out.exists() and any(out.iterdir()) and not (resume or overwrite):
         raise RunError(f"{out} exists and is not empty: "
                        "pass --resume to continue it or --overwrite to replace it")
-    if args.overwrite and out.exists():
+    processes.barrier()
+    if overwrite and out.exists() and processes.main:
         shutil.rmtree(out)
+    processes.barrier()
     for n, study in studies.items():
         run = out / f"n-{n}"
-        print(f"sweep: N = {n} -> {run}", flush=True)
+        _say(processes, f"sweep: N = {n} -> {run}")
         _run(study, run, args, resume=(run / "config.json").is_file(), overwrite=False)
-    report = write_sweep_report(out)
-    print(report.read_text())
-    print(f"AUC against N: {out / 'auc_vs_n.png'}")
+    if processes.main:
+        report = write_sweep_report(out)
+        print(report.read_text())
+        print(f"AUC against N: {out / 'auc_vs_n.png'}")
 
 
 def cmd_settings(args: argparse.Namespace) -> None:
@@ -180,10 +219,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    where = f" (rank {os.environ.get('RANK')})" if distributed.launched() else ""
     try:
         args.func(args)
     except EXPECTED as e:
-        print(f"metaleap: error: {e}", file=sys.stderr)
+        print(f"metaleap: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("metaleap: interrupted; the last checkpoint is kept: rerun with --resume",
@@ -191,10 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception:
         traceback.print_exc()
-        print("metaleap: unexpected error (above); every file written so far is complete, and "
-              "the run folder resumes from its last checkpoint: rerun with --resume",
-              file=sys.stderr)
+        print(f"metaleap: unexpected error{where} (above); every file written so far is "
+              "complete, and the run folder resumes from its last checkpoint: rerun with "
+              "--resume", file=sys.stderr)
         return 1
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -74,6 +74,17 @@ class Contribution:
         """A count entry (``"tasks"``, ``"dropped"``) as an int."""
         return int(self.sums[key])
 
+    def flat(self, device: torch.device | str) -> Tensor:
+        """Every entry, in order, as one float64 vector on ``device`` (for one all-reduce)."""
+        return torch.cat([v.detach().reshape(-1).to(device, torch.float64)
+                          for v in self.sums.values()])
+
+    def unflat(self, flat: Tensor) -> Contribution:
+        """A contribution shaped like this one, its values read from :meth:`flat`'s layout."""
+        parts = flat.split([v.numel() for v in self.sums.values()])
+        return Contribution({k: p.reshape(v.shape).to(v.device, v.dtype)
+                             for (k, v), p in zip(self.sums.items(), parts, strict=True)})
+
 
 #: Sums a :class:`Contribution` over processes; the identity on one process.
 Reduce = Callable[[Contribution], Contribution]
@@ -254,7 +265,7 @@ class Leap(nn.Module):
         self._running = None
 
     def contribution(self) -> Contribution:
-        """This process's sums over the finished tasks; starts a new meta-batch.
+        """This process's sums over the finished tasks (zeros if none); starts a new meta-batch.
 
         ``"grad"``: Σ over kept tasks of Σ_i increment_i (flat, θ⁰'s order); ``"tasks"``,
         ``"dropped"``: counts; ``"path"``: Σ of the kept tasks' paths; with
@@ -264,8 +275,6 @@ class Leap(nn.Module):
             raise RuntimeError("meta_grad (contribution) called while a task is running: "
                                "call end_task first")
         kept = len(self._paths)
-        if kept + self._dropped == 0:
-            raise RuntimeError("meta_grad: no task was finished since the last meta_grad")
         like = self.init[_mangle(self.names[0])]
         sums = {"grad": self._sum if self._sum is not None else
                 torch.zeros(sum(self._numels), dtype=like.dtype, device=like.device),
@@ -287,6 +296,8 @@ class Leap(nn.Module):
         task was dropped, no gradient is written, so the meta-optimizer leaves θ⁰ as it is.
         """
         sums, kept = contribution.sums, contribution.count("tasks")
+        if kept + contribution.count("dropped") == 0:
+            raise RuntimeError("meta_grad: no task was finished since the last meta_grad")
         stats = MetaGradStats(tasks=kept, dropped=contribution.count("dropped"),
                               mean_path=float(sums["path"]) / kept if kept else float("nan"))
         if kept:

@@ -10,8 +10,10 @@ A run folder holds::
     init/KEY.safetensors   the learned initialization, with its config in the metadata
     results.json, report.md, *.png   the summary (see :mod:`metaleap.report`)
 
-Every file is written atomically (temporary file, then rename), so an interrupted run (Ctrl-C,
-``kill -9``, power loss) leaves the last complete state. Each checkpoint and result records
+Only one process writes a run folder (rank 0 of a distributed run; the others read it
+through :class:`RunReader`). Every file is written atomically (temporary file, then
+rename), so an interrupted run (Ctrl-C, ``kill -9``, power loss) leaves the last complete
+state. Each checkpoint and result records
 the length of ``metrics.jsonl`` when it was written; resuming cuts the log back to the
 newest of those, so the resumed log equals an uninterrupted one. Resuming on other data
 (another glyph cache, another Omniglot folder) is refused.
@@ -63,7 +65,87 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
 
 
-class RunDir:
+def check_run_folder(path: Path, config: dict[str, Any], identity: dict[str, Any] | None,
+                     resume: bool, overwrite: bool) -> dict[str, Any] | None:
+    """Raise :class:`RunError` unless ``path`` can be used as asked; reads, never writes.
+
+    Returns the recorded provenance of a run to resume (None otherwise).
+    """
+    if resume and overwrite:
+        raise RunError("choose one of --resume and --overwrite")
+    if not resume:
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise RunError(f"{path} exists and is not empty: "
+                           "pass --resume to continue it or --overwrite to replace it")
+        return None
+    if not (path / "config.json").is_file():
+        raise RunError(f"cannot resume: {path} holds no run (no config.json)")
+    saved = _read_json(path / "config.json")
+    if saved != config:
+        diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        if "config" in diff and isinstance(saved.get("config"), dict):
+            inner, new = saved["config"], config.get("config", {})
+            diff = sorted(k for k in set(inner) | set(new) if inner.get(k) != new.get(k))
+        raise RunError(f"cannot resume {path}: its config differs in {diff}")
+    provenance = _read_json(path / "provenance.json") if (
+        path / "provenance.json").is_file() else {"data": identity, "sessions": []}
+    if provenance.get("data") != identity:
+        raise RunError(f"cannot resume {path}: it ran on other data "
+                       f"({_data_difference(provenance.get('data'), identity)}); "
+                       "resume it with the data it started with")
+    return provenance
+
+
+class RunReader:
+    """A run folder as a ``Store`` that only reads: checkpoints and results, never a write.
+
+    What processes other than rank 0 of a distributed run use: they resume from the same
+    files and leave every write to rank 0.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Nothing: rank 0 logs."""
+
+    def save_state(self, key: str, state: dict[str, Any]) -> None:
+        """Nothing: rank 0 checkpoints."""
+
+    def save_result(self, key: str, result: dict[str, Any]) -> None:
+        """Nothing: rank 0 saves results."""
+
+    def export_initialization(self, key: str, tensors: dict[str, Tensor],
+                              metadata: dict[str, str]) -> None:
+        """Nothing: rank 0 exports."""
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        path = self.path / "checkpoints" / f"{key}.pt"
+        if not path.is_file():
+            return None
+        state = load_checkpoint(path)
+        state.pop(OFFSET)
+        return state
+
+    def load_result(self, key: str) -> dict[str, Any] | None:
+        path = self.path / "results" / f"{key}.json"
+        if not path.is_file():
+            return None
+        result = _read_json(path)
+        result.pop(OFFSET, None)
+        return result
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __enter__(self) -> RunReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RunDir(RunReader):
     """A run folder; implements the protocols' ``Store``.
 
     Args:
@@ -83,34 +165,14 @@ class RunDir:
                  identity: dict[str, Any] | None = None,
                  environment: dict[str, Any] | None = None, resume: bool = False,
                  overwrite: bool = False, tensorboard: bool = False) -> None:
-        self.path = Path(path)
-        if resume and overwrite:
-            raise RunError("choose one of --resume and --overwrite")
-        exists = self.path.exists() and any(self.path.iterdir())
+        super().__init__(path)
+        provenance = check_run_folder(self.path, config, identity, resume, overwrite)
         session = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"), **(environment or {})}
-        if resume:
-            if not (self.path / "config.json").is_file():
-                raise RunError(f"cannot resume: {self.path} holds no run (no config.json)")
-            saved = _read_json(self.path / "config.json")
-            if saved != config:
-                diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-                if "config" in diff and isinstance(saved.get("config"), dict):
-                    inner, new = saved["config"], config.get("config", {})
-                    diff = sorted(k for k in set(inner) | set(new) if inner.get(k) != new.get(k))
-                raise RunError(f"cannot resume {self.path}: its config differs in {diff}")
-            provenance = _read_json(self.path / "provenance.json") if (
-                self.path / "provenance.json").is_file() else {"data": identity, "sessions": []}
-            if provenance.get("data") != identity:
-                raise RunError(f"cannot resume {self.path}: it ran on other data "
-                               f"({_data_difference(provenance.get('data'), identity)}); "
-                               "resume it with the data it started with")
+        if provenance is not None:
             self._truncate_log()
         else:
-            if exists and not overwrite:
-                raise RunError(f"{self.path} exists and is not empty: "
-                               "pass --resume to continue it or --overwrite to replace it")
-            if exists:
+            if self.path.exists() and any(self.path.iterdir()):
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.path / "config.json", config)
@@ -140,25 +202,9 @@ class RunDir:
         state = {**state, OFFSET: self._offset()}
         atomic_write(self.path / "checkpoints" / f"{key}.pt", lambda tmp: torch.save(state, tmp))
 
-    def load_state(self, key: str) -> dict[str, Any] | None:
-        path = self.path / "checkpoints" / f"{key}.pt"
-        if not path.is_file():
-            return None
-        state = load_checkpoint(path)
-        state.pop(OFFSET)
-        return state
-
     def save_result(self, key: str, result: dict[str, Any]) -> None:
         write_json(self.path / "results" / f"{key}.json", {**result, OFFSET: self._offset()})
         (self.path / "checkpoints" / f"{key}.pt").unlink(missing_ok=True)
-
-    def load_result(self, key: str) -> dict[str, Any] | None:
-        path = self.path / "results" / f"{key}.json"
-        if not path.is_file():
-            return None
-        result = json.loads(path.read_text())
-        result.pop(OFFSET)
-        return result
 
     def export_initialization(self, key: str, tensors: dict[str, Tensor],
                               metadata: dict[str, str]) -> None:
@@ -187,12 +233,6 @@ class RunDir:
         self._log.close()
         if self._tb is not None:
             self._tb.close()
-
-    def __enter__(self) -> RunDir:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 CHECKPOINT_KEYS = {"step", "module", "extra", OFFSET}

@@ -137,7 +137,8 @@ class MetaLearner(nn.Module, ABC):
     #: False for methods whose initialization does not learn (no meta-steps are run).
     meta_trains: ClassVar[bool] = True
     #: True when the tasks of a meta-batch train one shared network, so their steps are
-    #: interleaved (finetuning); ``task`` then takes no model and no optimizer.
+    #: interleaved (finetuning); ``task`` then takes no model and no optimizer, and the
+    #: meta-batch is not split across processes: each runs all of it, identically.
     interleaved: ClassVar[bool] = False
     #: Whether f(θ^K) passed to ``finish`` must carry its graph (a query gradient).
     query_grad: ClassVar[bool] = False

@@ -6,9 +6,10 @@ steps interleaved by the caller (one batch of each task in turn), each through i
 The initialization for a new task is the encoder alone: a held-out task keeps the fresh head
 of its own model.
 
-The contribution is the update of the shared network over the meta-batch. On one process it
-is already in place; summed over several processes (each training its share of the tasks
-from the same start) it is added to that start, as in local SGD.
+The tasks train in sequence on one network, so a meta-step cannot be split across processes
+without changing what this baseline is: the update is in place, the contribution carries the
+task counts and losses only, and distributed meta-training runs every finetuning task on every
+process (identically; see :attr:`MetaLearner.interleaved`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from metaleap.leap import Contribution
 from metaleap.metalearners.base import DEFAULT_CONTEXT, Context, MetaLearner, TaskHandle, running
@@ -65,8 +65,6 @@ class Finetune(MetaLearner):
                                 generator(context.seed, "finetune-heads"))
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=context.inner_lr,
                                          momentum=options.momentum)
-        self._start: Tensor | None = None
-        self._applied_from = torch.empty(0)
         self._tasks = 0
 
     @contextmanager
@@ -79,8 +77,6 @@ class Finetune(MetaLearner):
                              "call task(None, None, index=...)")
         if not 0 <= index < len(self.net.heads):
             raise IndexError(f"task index {index} has no head ({len(self.net.heads)} heads)")
-        if self._start is None:  # the first task of a meta-batch: where the update starts
-            self._start = parameters_to_vector(self.net.parameters()).detach().clone()
         self.net.train()
         handle = TaskHandle(self, lambda x: self.net(x, index), self.optimizer)
         with running(handle):
@@ -88,20 +84,12 @@ class Finetune(MetaLearner):
         self._tasks += 1
 
     def _contribution(self) -> Contribution:
-        assert self._start is not None, "no task ran in this meta-batch"
-        update = parameters_to_vector(self.net.parameters()).detach() - self._start
-        sums = {"update": update, "processes": torch.tensor(1),
-                "tasks": torch.tensor(self._tasks), "dropped": torch.tensor(0)}
-        self._applied_from, self._start, self._tasks = self._start, None, 0
+        sums = {"tasks": torch.tensor(self._tasks), "dropped": torch.tensor(0)}
+        self._tasks = 0
         return Contribution(sums)
 
-    @torch.no_grad()
     def _apply(self, contribution: Contribution) -> dict[str, float]:
-        processes = contribution.count("processes")
-        if processes > 1:  # the sum of every process's update, from their common start
-            vector_to_parameters(self._applied_from + contribution.sums["update"],
-                                 self.net.parameters())
-        return {}
+        return {}  # the shared network was trained in place
 
     def initialization(self) -> dict[str, Tensor]:
         """The encoder's parameters and buffers under the model's names (``"encoder.…"``)."""

@@ -19,14 +19,18 @@ import itertools
 import math
 import textwrap
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeVar
 
+import torch
 from torch import Tensor
 
+from metaleap.leap import Contribution
 from metaleap.metalearners import METHODS, MetaLearner, make_options
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -177,6 +181,51 @@ def positive(cfg: Any, *names: str) -> None:
 
 
 # ---------------------------------------------------------------- the run shape
+def _local_sum(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the processes that share a study (1 of 1 by default).
+
+    ``all_sum`` sums a tensor over every process and returns the result on each (the
+    all-reduce of :mod:`metaleap.distributed`); with one process it returns its input.
+    """
+
+    rank: int = 0
+    world: int = 1
+    all_sum: Callable[[Tensor], Tensor] = _local_sum
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes."""
+        return self.rank == 0
+
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This process's contiguous block of a list that every process holds; the first
+        ``len % world`` processes take one item more. Contiguous blocks keep the order of the
+        sums: the all-reduce then adds whole partial sums of consecutive tasks."""
+        size, extra = divmod(len(items), self.world)
+        start = self.rank * size + min(self.rank, extra)
+        return list(items[start:start + size + (self.rank < extra)])
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.world > 1:
+            self.all_sum(torch.zeros(1))
+
+    def reduce(self, contribution: Contribution) -> Contribution:
+        """A meta-learner's contribution summed over processes, in one all-reduce."""
+        if self.world == 1:
+            return contribution
+        first = next(iter(contribution.sums.values()))
+        return contribution.unflat(self.all_sum(contribution.flat(first.device)))
+
+
+ONE_PROCESS = Processes()
+
+
 class Store(Protocol):
     """Where a study reports: metrics, checkpoints, results and exported initializations."""
 

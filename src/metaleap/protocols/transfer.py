@@ -30,9 +30,11 @@ from metaleap import seeding
 from metaleap.metalearners import METHODS, Context, SupervisedMetaStep, TaskStream
 from metaleap.models import make_convnet
 from metaleap.protocols.base import (
+    ONE_PROCESS,
     ConfigError,
     MethodConfig,
     MethodRun,
+    Processes,
     StudyProtocol,
     apply_overrides,
     at_least,
@@ -200,15 +202,19 @@ class TransferStudy(StudyProtocol):
 
     The constructor checks the configuration against the data (every alphabet a seed uses
     must have ``ways`` characters with enough images each), so a study that cannot run fails
-    before anything is written.
+    before anything is written. With several ``processes``, each trains its share of every
+    meta-batch (all of finetuning's, whose tasks share one network) and evaluates its share of
+    the held-out and validation tasks; sums and curves are all-reduced, so every process ends
+    with the same θ⁰ and the same results.
     """
 
     name = "transfer"
 
     def __init__(self, cfg: TransferConfig, taskset: TaskSet | None = None,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", processes: Processes = ONE_PROCESS
+                 ) -> None:
         cfg.check()
-        self.cfg, self.device = cfg, torch.device(device)
+        self.cfg, self.device, self.processes = cfg, torch.device(device), processes
         self.taskset = taskset if taskset is not None else open_taskset(
             cfg.data, size=cfg.image_size, ways=cfg.ways)
         self.splits = {seed: make_split(cfg, self.taskset, seed) for seed in cfg.seeds}
@@ -266,13 +272,23 @@ class TransferStudy(StudyProtocol):
                 self.task(index, seed), cfg.batch_size, cfg.inner_steps + 1, g, self.augment)))
         return streams
 
-    def train_curve(self, init: dict[str, Tensor], seed: int, index: int,
-                    purpose: str) -> Curve:
-        """Train task ``index`` from ``init`` for ``eval_steps`` (the stream (seed, purpose,
-        index)) and record its curve."""
-        return train_task(self.model_factory(seed), init, self.task(index, seed),
-                          self.cfg.eval_steps, self.cfg.eval_lr, self.cfg.batch_size,
-                          seeding.generator(seed, purpose, index), self.augment)
+    def train_curves(self, init: dict[str, Tensor], seed: int, indices: list[int],
+                     purpose: str, progress: bool = False, desc: str = "") -> list[Curve]:
+        """Train each task of ``indices`` from ``init`` for ``eval_steps`` (the streams
+        (seed, purpose, index)) and record its curve; the tasks are shared among processes and
+        the curves all-reduced (exactly: each row is one process's values plus zeros)."""
+        steps = self.cfg.eval_steps
+        rows = torch.zeros(len(indices), 2 * steps + 3, dtype=torch.float64)
+        mine = self.processes.share(range(len(indices)))
+        for j in tqdm(mine, desc=desc, unit="task", disable=not progress):
+            c = train_task(self.model_factory(seed), init, self.task(indices[j], seed), steps,
+                           self.cfg.eval_lr, self.cfg.batch_size,
+                           seeding.generator(seed, purpose, indices[j]), self.augment)
+            rows[j] = torch.tensor([c.test_error, *c.train_error, *c.train_loss],
+                                   dtype=torch.float64)
+        rows = self.processes.all_sum(rows)
+        return [Curve(train_error=r[1:steps + 2].tolist(), train_loss=r[steps + 2:].tolist(),
+                      test_error=float(r[0])) for r in rows]
 
 
 class TransferRun(MethodRun):
@@ -290,22 +306,25 @@ class TransferRun(MethodRun):
         self.checkpoint_every = cfg.checkpoint_every
 
     def meta_step(self, step: int) -> dict[str, float]:
-        return self.step_fn(self.study.meta_batch(self.cfg, self.seed, step))
+        tasks = self.study.meta_batch(self.cfg, self.seed, step)
+        if self.learner.interleaved:  # one shared network: every process runs every task
+            return self.step_fn(tasks)
+        processes = self.study.processes
+        return self.step_fn(processes.share(tasks), reduce=processes.reduce)
 
     def validate(self, step: int) -> dict[str, Any] | None:
         if not self.split.val:
             return None
         init = self.learner.initialization()
-        curves = [self.study.train_curve(init, self.seed, v, "val") for v in self.split.val]
+        curves = self.study.train_curves(init, self.seed, self.split.val, "val")
         return {"error_auc": statistics.fmean(c.error_auc for c in curves),
                 "test_error": statistics.fmean(c.test_error for c in curves),
                 "train_error_curve": [statistics.fmean(p) for p in
                                       zip(*(c.train_error for c in curves), strict=True)]}
 
     def evaluate(self, init: dict[str, Tensor], progress: bool) -> dict[str, Any]:
-        curves = [self.study.train_curve(init, self.seed, h, "eval")
-                  for h in tqdm(self.split.heldout, desc=f"{self.method} seed {self.seed} "
-                                "held-out", unit="task", disable=not progress)]
+        curves = self.study.train_curves(init, self.seed, self.split.heldout, "eval", progress,
+                                         f"{self.method} seed {self.seed} held-out")
         names = self.study.taskset.names
         return {"method": self.method, "seed": self.seed, "num_pretrain": self.cfg.num_pretrain,
                 "tasks": [names[h] for h in self.split.heldout],

@@ -1,0 +1,140 @@
+"""Distributed meta-training: torchrun with 2 gloo processes against 1, restarts, one writer."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from omniglot_tree import make_tree
+from safetensors.torch import load_file
+
+from metaleap import Contribution
+from metaleap.cli import main
+from metaleap.protocols.base import Processes
+
+# 3 pretraining tasks over 2 processes (one rank gets one task fewer), every method
+STUDY = ["transfer", "--preset", "tiny", "--no-progress", "--threads", "1", "--timeout", "60",
+         "--set", "methods=leap,reptile,fomaml,maml,finetune,scratch", "--set", "num_pretrain=3",
+         "--set", "meta_batch=3", "--set", "meta_steps=3", "--set", "checkpoint_every=1"]
+
+
+@pytest.fixture(scope="module")
+def omniglot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("omniglot")
+    make_tree(root, {"images_background": {f"A{i}": 20 for i in range(3)},
+                     "images_evaluation": {f"B{i}": 20 for i in range(3)}})
+    return root
+
+
+def torchrun(args: list[str], restarts: int = 0, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc-per-node 2`` (a loopback rendezvous) on ``args``."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", f"--max-restarts={restarts}", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def inits(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {p.name: load_file(str(p)) for p in sorted((run / "init").glob("*.safetensors"))}
+
+
+def records(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_study(one: Path, two: Path) -> None:
+    """Same θ⁰ up to the order of float sums (1e-6), the same results and log."""
+    a, b = inits(one), inits(two)
+    assert a.keys() == b.keys() and len(a) == 6
+    for name in a:
+        for k in a[name]:
+            diff = (a[name][k].double() - b[name][k].double()).abs().max().item()
+            assert diff <= 1e-6, (name, k, diff)
+    for method in ("leap", "reptile", "fomaml", "maml", "finetune", "scratch"):
+        ra = json.loads((one / "results" / f"seed0-{method}.json").read_text())
+        rb = json.loads((two / "results" / f"seed0-{method}.json").read_text())
+        for key in ("tasks", "test_error", "train_error_curves"):
+            assert ra[key] == rb[key], (method, key)
+        torch.testing.assert_close(torch.tensor(rb["train_loss_curves"]),
+                                   torch.tensor(ra["train_loss_curves"]), rtol=1e-5, atol=1e-6)
+    ra, rb = records(one), records(two)  # rank 1 wrote nothing: no record twice
+    assert [(r["event"], r["method"], r["step"]) for r in ra] == [
+        (r["event"], r["method"], r["step"]) for r in rb]
+
+
+def test_two_processes_give_the_single_process_study(tmp_path: Path, omniglot: Path):
+    data = ["--data", f"omniglot:{omniglot}"]
+    assert main(STUDY + data + ["--out", str(tmp_path / "one")]) == 0
+    child = torchrun(["-m", "metaleap", *STUDY, *data, "--out", str(tmp_path / "two")])
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.count("| Leap |") == 1  # rank 0 alone prints
+    assert_same_study(tmp_path / "one", tmp_path / "two")
+    sessions = json.loads((tmp_path / "two" / "provenance.json").read_text())["sessions"]
+    assert len(sessions) == 1 and sessions[0]["threads"] == 1
+
+
+KILLED = textwrap.dedent("""
+    import os, sys
+    from metaleap.cli import main
+    from metaleap.protocols.transfer import TransferRun
+
+    original = TransferRun.meta_step
+
+    def meta_step(self, step):  # rank 1 dies in Reptile's third meta-step, on the first try
+        if (self.method == "reptile" and step == 2 and os.environ["RANK"] == "1"
+                and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"):
+            os._exit(137)
+        return original(self, step)
+
+    TransferRun.meta_step = meta_step
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_killed_worker_restarts_and_finishes_as_if_uninterrupted(tmp_path: Path,
+                                                                   omniglot: Path):
+    data = ["--data", f"omniglot:{omniglot}"]
+    assert main(STUDY + data + ["--out", str(tmp_path / "one")]) == 0
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    child = torchrun([str(script), *STUDY, *data, "--out", str(tmp_path / "two")], restarts=1)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "exitcode  : 137" in child.stderr or "137" in child.stderr  # it was killed
+    assert_same_study(tmp_path / "one", tmp_path / "two")
+    sessions = json.loads((tmp_path / "two" / "provenance.json").read_text())["sessions"]
+    assert len(sessions) == 2  # the restarted group resumed the same folder
+
+
+def test_a_failing_rank_reports_its_error_and_nothing_hangs(tmp_path: Path, omniglot: Path):
+    child = torchrun(["-m", "metaleap", *STUDY, "--data", f"omniglot:{omniglot}/missing",
+                      "--out", str(tmp_path / "run")])
+    assert child.returncode != 0
+    assert "metaleap: error (rank 0):" in child.stderr and "does not exist" in child.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_reduce_flattens_every_entry_into_one_all_reduce():
+    calls = []
+
+    def all_sum(t: torch.Tensor) -> torch.Tensor:  # two identical processes
+        calls.append(t.shape)
+        return 2 * t
+
+    local = Contribution({"grad": torch.tensor([1.0, 2.0], dtype=torch.float32),
+                          "tasks": torch.tensor(3), "path": torch.tensor(0.5,
+                                                                         dtype=torch.float64)})
+    total = Processes(rank=0, world=2, all_sum=all_sum).reduce(local)
+    assert calls == [torch.Size([4])]
+    assert total.sums["grad"].dtype == torch.float32 and total.sums["grad"].tolist() == [2, 4]
+    assert total.count("tasks") == 6 and total.sums["path"].item() == 1.0
+    blocks = [Processes(rank=r, world=3).share(list(range(7))) for r in range(3)]
+    assert blocks == [[0, 1, 2], [3, 4], [5, 6]]
+    assert Processes(rank=2, world=3).share([0, 1]) == []  # a rank may hold no task
