@@ -4,12 +4,14 @@ Each configuration runs Leap's supervised meta-step on the SPEC §2.1 convnet (b
 steps, a meta-batch of tasks split across the processes as `metaleap transfer` splits it) on
 random data drawn lazily from seeded generators, in a fresh process group started with
 torchrun (a loopback rendezvous) or a plain process. Rank 0 times ``--meta-steps`` meta-steps
-after one warm-up step and reports meta-training tasks per second, the share of each
-meta-step spent in the all-reduce (the wait for the slowest rank included) and its peak
-resident memory. The configurations are interleaved in a rotating order over ``--repeats``;
-the script prints medians and the median of the per-repeat speedups over 1 × 1.
+after one warm-up step and reports meta-training tasks per second, the share of the time spent
+in the all-reduce of the contributions, the share spent waiting for the slowest rank before it
+(measured with a barrier, benchmark only) and the peak resident memory. The configurations
+are interleaved in a rotating order over ``--repeats``; the script prints medians and the
+median of the per-repeat speedups over 1 × 1.
 
     python benchmarks/distributed.py [--repeats 3] [--meta-batch 8] [--steps 20]
+        [--meta-steps 3]
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ def worker(args: argparse.Namespace) -> None:
     """One process of a configuration; rank 0 prints its measurement as JSON."""
     torch.set_num_threads(args.threads)
     processes, _ = distributed.from_environment("cpu")
-    comm = [0.0]
+    wait, comm = [0.0], [0.0]
 
     def timed(contribution: Contribution) -> Contribution:
         start = time.perf_counter()
+        processes.barrier()  # waiting for the slowest rank, apart from the transfer itself
+        ready = time.perf_counter()
         out = processes.reduce(contribution)
-        comm[0] += time.perf_counter() - start
+        wait[0] += ready - start
+        comm[0] += time.perf_counter() - ready
         return out
 
     model = make_convnet(CLASSES, seed=0)
@@ -65,14 +70,14 @@ def worker(args: argparse.Namespace) -> None:
 
     meta_step(-1)  # warm-up
     processes.barrier()
-    comm[0] = 0.0
+    wait[0] = comm[0] = 0.0
     start = time.perf_counter()
     for step in range(args.meta_steps):
         meta_step(step)
     seconds = time.perf_counter() - start
     if processes.main:
         print(json.dumps({"tasks_per_s": args.meta_batch * args.meta_steps / seconds,
-                          "comm_share": comm[0] / seconds,
+                          "comm_share": comm[0] / seconds, "wait_share": wait[0] / seconds,
                           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     distributed.shutdown()
 
@@ -106,19 +111,25 @@ def main() -> None:
     for r in range(args.repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             runs[name].append(launch(name, args))
-            print(f"  repeat {r} {name}: {runs[name][-1]['tasks_per_s']:.2f} tasks/s, "
-                  f"all-reduce {100 * runs[name][-1]['comm_share']:.1f} %", flush=True)
+            last = runs[name][-1]
+            print(f"  repeat {r} {name}: {last['tasks_per_s']:.2f} tasks/s, all-reduce "
+                  f"{100 * last['comm_share']:.2f} %, waiting {100 * last['wait_share']:.1f} %",
+                  flush=True)
     print(f"\nLeap meta-training, convnet, meta-batch {args.meta_batch}, K = {args.steps}, "
           f"{args.meta_steps} timed meta-steps, {args.repeats} repeats, torch "
           f"{torch.__version__}")
     print(f"{'processes x threads':20s} {'tasks/s':>8s} {'speedup':>8s} {'all-reduce':>11s} "
-          f"{'peak MiB':>9s}")
+          f"{'waiting':>8s} {'peak MiB':>9s}")
     for name in names:
         speedup = statistics.median(m["tasks_per_s"] / b["tasks_per_s"] for m, b in
                                     zip(runs[name], runs["1 x 1"], strict=True))
-        print(f"{name:20s} {statistics.median(m['tasks_per_s'] for m in runs[name]):8.2f} "
-              f"{speedup:8.2f} {100 * statistics.median(m['comm_share'] for m in runs[name]):10.1f}"
-              f"% {statistics.median(m['peak_mib'] for m in runs[name]):9.0f}")
+
+        def median(key: str, name: str = name) -> float:
+            return statistics.median(m[key] for m in runs[name])
+
+        print(f"{name:20s} {median('tasks_per_s'):8.2f} {speedup:8.2f} "
+              f"{100 * median('comm_share'):10.2f}% {100 * median('wait_share'):7.1f}% "
+              f"{median('peak_mib'):9.0f}")
 
 
 if __name__ == "__main__":
