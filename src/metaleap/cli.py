@@ -30,7 +30,7 @@ from metaleap.protocols.transfer import (
 )
 from metaleap.report import write_report, write_sweep_report
 from metaleap.runs import RunDir, RunError, RunReader, check_run_folder
-from metaleap.tasks import DataError, open_taskset
+from metaleap.tasks import DataError, TaskSet, open_taskset
 
 PAPER_NS = "1,3,5,10,15,20,25"
 EXPECTED = (CheckpointError, ConfigError, DataError, DeviceError, DivergedError, RunError)
@@ -69,6 +69,17 @@ def _prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
     return distributed.from_environment(args.device, args.timeout)
 
 
+def _open_data(cfg: TransferConfig, processes: Processes) -> TaskSet:
+    """The config's alphabets; rank 0 opens them first (building the glyph cache if needed),
+    the other ranks then read what it built."""
+    if not processes.main:
+        processes.barrier()
+    taskset = open_taskset(cfg.data, size=cfg.image_size, ways=cfg.ways)
+    if processes.main:
+        processes.barrier()
+    return taskset
+
+
 def _flags(args: argparse.Namespace, out: Path, resume: bool) -> tuple[bool, bool]:
     """(resume, overwrite): a group that torchrun restarted resumes what it had written."""
     if distributed.restarted() and (out / "config.json").is_file():
@@ -101,7 +112,7 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     cfg = resolve_config(args.preset, args.overrides, **_fields(args))
     processes, device = _prepare(args)
     out = Path(args.out)
-    study = TransferStudy(cfg, device=device, processes=processes)
+    study = TransferStudy(cfg, _open_data(cfg, processes), device, processes)
     report = _run(study, out, args, *_flags(args, out, args.resume))
     if report is not None:
         print(report.read_text())
@@ -115,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _say(processes, f"metaleap demo: {', '.join(cfg.methods)} on {cfg.data}, N = "
                     f"{cfg.num_pretrain} pretraining tasks, {cfg.meta_steps} meta-steps, on "
                     f"{device}; writing {out}")
-    study = TransferStudy(cfg, device=device, processes=processes)
+    study = TransferStudy(cfg, _open_data(cfg, processes), device, processes)
     resume = args.resume or ((out / "config.json").is_file() and not args.overwrite)
     report = _run(study, out, args, *_flags(args, out, resume))
     if report is not None:
@@ -128,8 +139,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     out = Path(args.out)
     configs = sweep_configs(args.preset, args.overrides, args.ns, **_fields(args))
     processes, device = _prepare(args)
-    first: TransferConfig = next(iter(configs.values()))
-    taskset = open_taskset(first.data, size=first.image_size, ways=first.ways)
+    taskset = _open_data(next(iter(configs.values())), processes)
     studies = {n: TransferStudy(cfg, taskset, device, processes)  # checks every N first
                for n, cfg in configs.items()}
     resume, overwrite = _flags(args, out, args.resume)
