@@ -429,15 +429,9 @@ class ThetaLearner(MetaLearner):
 
 
 @contextmanager
-def running(handle: TaskHandle, abort: Callable[[], None] = lambda: None
-            ) -> Iterator[TaskHandle]:
-    """Yield ``handle``; a task that raised, or ended without ``finish``, is discarded."""
-    try:
-        yield handle
-    except BaseException:
-        abort()
-        raise
+def running(handle: TaskHandle) -> Iterator[TaskHandle]:
+    """Yield ``handle``; a task that ends without ``finish`` raises (it contributed nothing)."""
+    yield handle
     if not handle.finished:
-        abort()
         raise RuntimeError(f"a {handle.learner.name} task ended without finish(final_loss): "
                            "it was discarded")
