@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
+from omniglot_tree import make_tree
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -16,3 +18,12 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def omniglot(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-alphabet Omniglot tree (3 per half, 20 characters of 20 drawings each)."""
+    root = tmp_path_factory.mktemp("omniglot")
+    make_tree(root, {"images_background": {f"A{i}": 20 for i in range(3)},
+                     "images_evaluation": {f"B{i}": 20 for i in range(3)}})
+    return root

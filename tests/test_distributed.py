@@ -9,9 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
-from omniglot_tree import make_tree
 from safetensors.torch import load_file
 
 from metaleap import Contribution
@@ -22,14 +20,6 @@ from metaleap.protocols.base import Processes
 STUDY = ["transfer", "--preset", "tiny", "--no-progress", "--threads", "1", "--timeout", "60",
          "--set", "methods=leap,reptile,fomaml,maml,finetune,scratch", "--set", "num_pretrain=3",
          "--set", "meta_batch=3", "--set", "meta_steps=3", "--set", "checkpoint_every=1"]
-
-
-@pytest.fixture(scope="module")
-def omniglot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("omniglot")
-    make_tree(root, {"images_background": {f"A{i}": 20 for i in range(3)},
-                     "images_evaluation": {f"B{i}": 20 for i in range(3)}})
-    return root
 
 
 def torchrun(args: list[str], restarts: int = 0, env: dict[str, str] | None = None

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omniglot_tree import make_tree
 from safetensors import safe_open
 
 from metaleap.cli import main
@@ -214,14 +213,6 @@ def test_existing_folder_is_never_overwritten(tmp_path: Path):
 
 
 # ---------------------------------------------------------------- the command line
-
-
-@pytest.fixture(scope="module")
-def omniglot(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("omniglot")
-    make_tree(root, {"images_background": {f"A{i}": 20 for i in range(3)},
-                     "images_evaluation": {f"B{i}": 20 for i in range(3)}})
-    return root
 
 
 def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
