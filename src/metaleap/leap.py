@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats",
-           "single_process"]
+           "add_mean_to_grad", "single_process"]
 
 Metric = Literal["length", "energy"]
 BufferPolicy = Literal["reset", "average"]
@@ -64,8 +64,9 @@ class Contribution:
 
     Every entry of ``sums`` is a tensor (flat or 0-d) that is *summed* across processes:
     never a mean, so one all-reduce of the concatenated entries gives the global meta-batch.
-    ``"tasks"`` counts the kept tasks and ``"dropped"`` the discarded ones; each learner adds
-    its own entries (Leap: ``"grad"``, Σ over kept tasks of Σ_i increment_i, and ``"path"``).
+    A learner that can drop tasks counts the kept ones in ``"tasks"`` and the discarded ones
+    in ``"dropped"``, beside its own entries (Leap: ``"grad"``, Σ over kept tasks of
+    Σ_i increment_i, and ``"path"``).
     """
 
     sums: dict[str, Tensor]
@@ -93,6 +94,17 @@ Reduce = Callable[[Contribution], Contribution]
 def single_process(contribution: Contribution) -> Contribution:
     """The reduce step of a single process: the local sums are the global ones."""
     return contribution
+
+
+@torch.no_grad()
+def add_mean_to_grad(params: list[Tensor], total: Tensor, count: int) -> None:
+    """Add ``total / count`` (flat, in ``params``' order) to each parameter's ``.grad``."""
+    mean = total.div_(count)
+    for p, g in zip(params, mean.split([p.numel() for p in params]), strict=True):
+        if p.grad is None:
+            p.grad = g.view_as(p).clone()
+        else:
+            p.grad.add_(g.view_as(p))
 
 
 def _mangle(name: str) -> str:
@@ -301,12 +313,7 @@ class Leap(nn.Module):
         stats = MetaGradStats(tasks=kept, dropped=contribution.count("dropped"),
                               mean_path=float(sums["path"]) / kept if kept else float("nan"))
         if kept:
-            mean = sums["grad"].div_(kept)
-            for (_, p), g in zip(self.named_meta_parameters(), self._views(mean), strict=True):
-                if p.grad is None:
-                    p.grad = g.clone()
-                else:
-                    p.grad.add_(g)
+            add_mean_to_grad([p for _, p in self.named_meta_parameters()], sums["grad"], kept)
             for key, total in sums.items():
                 if key.startswith("buffer:"):
                     getattr(self.init_buffers, _mangle(key[7:])).copy_(total / kept)

@@ -82,10 +82,9 @@ def check_run_folder(path: Path, config: dict[str, Any], identity: dict[str, Any
         raise RunError(f"cannot resume: {path} holds no run (no config.json)")
     saved = _read_json(path / "config.json")
     if saved != config:
-        diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
+        diff = _differing_keys(saved, config)
         if "config" in diff and isinstance(saved.get("config"), dict):
-            inner, new = saved["config"], config.get("config", {})
-            diff = sorted(k for k in set(inner) | set(new) if inner.get(k) != new.get(k))
+            diff = _differing_keys(saved["config"], config.get("config", {}))
         raise RunError(f"cannot resume {path}: its config differs in {diff}")
     provenance = _read_json(path / "provenance.json") if (
         path / "provenance.json").is_file() else {"data": identity, "sessions": []}
@@ -269,11 +268,14 @@ def _read_json(path: Path) -> Any:
                        "the run afresh with --overwrite") from None
 
 
+def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
 def _data_difference(saved: Any, now: Any) -> str:
     if not isinstance(saved, dict) or not isinstance(now, dict):
         return f"recorded {saved!r}, now {now!r}"
-    keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-    return "differs in " + ", ".join(keys)
+    return "differs in " + ", ".join(_differing_keys(saved, now))
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import Contribution, Reduce, single_process
+from metaleap.leap import Contribution, Reduce, add_mean_to_grad, single_process
 
 Batch = tuple[Tensor, Tensor]
 Exclude = Callable[[str], bool] | Sequence[str]
@@ -346,15 +346,10 @@ class FlatMean:
         self.total, self.kept, self.dropped = None, 0, 0
         return out
 
-    @torch.no_grad()
     def write(self, contribution: Contribution) -> None:
         kept = contribution.count("tasks")
-        if not kept:
-            return
-        mean = contribution.sums["grad"].div_(kept)
-        for p, g in zip(self.params, mean.split([p.numel() for p in self.params]), strict=True):
-            g = g.view_as(p)
-            p.grad = g if p.grad is None else p.grad.add_(g)
+        if kept:
+            add_mean_to_grad(self.params, contribution.sums["grad"], kept)
 
 
 @dataclass

@@ -18,7 +18,6 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -63,9 +62,9 @@ class Finetune(MetaLearner):
         options = options or FinetuneOptions()
         self.net = MultiHeadNet(model, context.num_tasks,
                                 generator(context.seed, "finetune-heads"))
-        self.optimizer = torch.optim.SGD(self.net.parameters(), lr=context.inner_lr,
-                                         momentum=options.momentum)
-        self._tasks = 0
+        # the pretraining SGD steps the network whose encoder is handed on: the meta-optimizer
+        self.meta_optimizer = torch.optim.SGD(self.net.parameters(), lr=context.inner_lr,
+                                              momentum=options.momentum)
 
     @contextmanager
     def task(self, model: nn.Module | None = None,
@@ -78,15 +77,12 @@ class Finetune(MetaLearner):
         if not 0 <= index < len(self.net.heads):
             raise IndexError(f"task index {index} has no head ({len(self.net.heads)} heads)")
         self.net.train()
-        handle = TaskHandle(self, lambda x: self.net(x, index), self.optimizer)
-        with running(handle):
+        with running(TaskHandle(self, lambda x: self.net(x, index), self.meta_optimizer)
+                     ) as handle:
             yield handle
-        self._tasks += 1
 
     def _contribution(self) -> Contribution:
-        sums = {"tasks": torch.tensor(self._tasks), "dropped": torch.tensor(0)}
-        self._tasks = 0
-        return Contribution(sums)
+        return Contribution({})  # the losses only (added by the base class)
 
     def _apply(self, contribution: Contribution) -> dict[str, float]:
         return {}  # the shared network was trained in place
@@ -96,8 +92,3 @@ class Finetune(MetaLearner):
         return {n: t.detach() for n, t in self.net.state_dict(keep_vars=True).items()
                 if not n.startswith("heads.")}
 
-    def extra_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])

@@ -50,7 +50,7 @@ class Scratch(MetaLearner):
         raise RuntimeError("no pretraining does not meta-train: it has no tasks")
 
     def _contribution(self) -> Contribution:
-        return Contribution({"tasks": torch.tensor(0), "dropped": torch.tensor(0)})
+        return Contribution({})
 
     def _apply(self, contribution: Contribution) -> dict[str, float]:
         return {}
