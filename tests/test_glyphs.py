@@ -139,3 +139,22 @@ def test_preview_sheet_and_listing(small: GlyphAlphabets, tmp_path: Path) -> Non
         assert img.format == "PNG" and img.height >= 4 * 28
     table = list_alphabets(small)
     assert "Greek" in table and "Hebrew" in table and "DejaVu Sans" in table
+
+
+def test_cache_key_does_not_depend_on_where_the_fonts_are_installed(tmp_path, monkeypatch):
+    """The same font files in another folder (another venv) are the same data: same key."""
+    import shutil
+
+    from metaleap.tasks import glyphs, glyphs_render
+
+    font, source = glyphs_render.font_files("matplotlib")[0]
+    keys = []
+    for place in ("a", "b"):
+        (tmp_path / place).mkdir()
+        copy = tmp_path / place / font.name
+        shutil.copy(font, copy)
+        monkeypatch.setattr(glyphs_render, "font_files", lambda fonts, copy=copy: [(copy, source)])
+        keys.append(glyphs._key(glyphs._options(28, 0, "matplotlib", None, 1)[0]))
+    assert keys[0] == keys[1]
+    (tmp_path / "b" / font.name).write_bytes(b"another font")  # other content: another key
+    assert glyphs._key(glyphs._options(28, 0, "matplotlib", None, 1)[0]) != keys[0]

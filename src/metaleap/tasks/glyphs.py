@@ -74,7 +74,8 @@ def _options(size: int, seed: int, fonts: str, alphabets: Sequence[str] | None,
         "format": "metaleap-glyphs", "version": FORMAT_VERSION, "size": int(size),
         "seed": int(seed), "drawers": DRAWERS, "fonts": fonts, "min_fonts": int(min_fonts),
         "alphabets": sorted(alphabets) if alphabets is not None else None,
-        "font_files": [[str(p), digest] for p, _, digest in files],
+        # by name and content, not by install location: the same fonts give the same key
+        "font_files": [[p.name, digest] for p, _, digest in files],
         "code": _code_hash(),
         "software": {"fonttools": fontTools.version, "pillow": PIL.__version__,
                      "freetype": features.version("freetype2"), "numpy": np.__version__,
@@ -236,8 +237,11 @@ class GlyphAlphabets:
         return len(self.manifest["alphabet_list"])
 
     def identity(self) -> dict[str, object]:
-        """The cache key, a SHA-256 of the font manifest and the alphabet names."""
-        text = json.dumps(self.manifest, sort_keys=True, ensure_ascii=False)
+        """The cache key, a SHA-256 of the font manifest (font paths reduced to file names, so
+        another install location of the same fonts is the same data) and the alphabet names."""
+        fonts = [{**f, "path": Path(f["path"]).name} for f in self.manifest["font_list"]]
+        text = json.dumps({**self.manifest, "font_list": fonts}, sort_keys=True,
+                          ensure_ascii=False)
         return {"kind": "glyphs", "key": self.manifest["key"], "file": self.path.name,
                 "manifest_sha256": hashlib.sha256(text.encode()).hexdigest(),
                 "size": self.size, "alphabets": self.names}
