@@ -1,0 +1,43 @@
+"""Confidence intervals against hand-computed values."""
+
+import math
+
+import pytest
+
+from metaleap.stats import mean_ci, paired_difference
+
+
+def test_mean_ci_matches_the_t_interval_by_hand():
+    # values 1, 2, 3, 4: mean 2.5, sample std sqrt(5/3), t_{0.975, 3} = 3.182446305
+    ci = mean_ci([1.0, 2.0, 3.0, 4.0])
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    assert ci.mean == 2.5 and ci.n == 4
+    assert ci.low == pytest.approx(2.5 - half, abs=1e-9)
+    assert ci.high == pytest.approx(2.5 + half, abs=1e-9)
+    assert ci.format(digits=2) == f"2.50 [{2.5 - half:.2f}, {2.5 + half:.2f}]"
+
+
+def test_mean_ci_level_and_single_value():
+    # t_{0.95, 1} = 6.313751515: a 90% interval from two values 0 and 2 (std sqrt 2)
+    ci = mean_ci([0.0, 2.0], level=0.9)
+    assert ci.high == pytest.approx(1 + 6.313751514675 * math.sqrt(2) / math.sqrt(2))
+    one = mean_ci([3.0])
+    assert (one.mean, one.low, one.high) == (3.0, None, None)
+    assert one.format() == "3.0" and not one.excludes_zero
+    with pytest.raises(ValueError, match="at least one"):
+        mean_ci([])
+    with pytest.raises(ValueError, match="level"):
+        mean_ci([1.0, 2.0], level=1.5)
+
+
+def test_paired_difference_cancels_what_pairs_share():
+    # Large spread across pairs, constant difference: the interval collapses to the difference.
+    a, b = [10.0, 50.0, 90.0], [9.0, 49.0, 89.0]
+    assert mean_ci(a).low < 20
+    diff = paired_difference(a, b)
+    assert diff.mean == pytest.approx(1.0)
+    assert diff.low == pytest.approx(1.0) and diff.high == pytest.approx(1.0)
+    assert diff.excludes_zero
+    assert not paired_difference([1.0, 0.0], [0.0, 1.0]).excludes_zero
+    with pytest.raises(ValueError, match="length"):
+        paired_difference([1.0], [1.0, 2.0])
