@@ -13,7 +13,7 @@ $(BIN)/metaleap: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '$(TORCH)'
-	$(BIN)/pip install -q -e '.[dev,multicv]'
+	$(BIN)/pip install -q -e '.[dev,multicv,rl]'
 	$(BIN)/pip install -q --no-deps animal-mnist
 	touch $@
 

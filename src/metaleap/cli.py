@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from metaleap import distributed
-from metaleap.devices import DeviceError, describe, set_threads
+from metaleap.devices import DeviceError, describe, resolve_device, set_threads
+from metaleap.protocols import rl
 from metaleap.protocols.base import (
     CheckpointError,
     ConfigError,
@@ -87,7 +88,7 @@ def _flags(args: argparse.Namespace, out: Path, resume: bool) -> tuple[bool, boo
     return resume, args.overwrite
 
 
-def _run(study: TransferStudy, out: Path, args: argparse.Namespace, resume: bool,
+def _run(study: TransferStudy | rl.RLStudy, out: Path, args: argparse.Namespace, resume: bool,
          overwrite: bool) -> Path | None:
     """Run ``study`` into the folder ``out``; rank 0 writes it and its report (returned)."""
     processes = study.processes
@@ -160,8 +161,37 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"AUC against N: {out / 'auc_vs_n.png'}")
 
 
+#: The preset ``metaleap rl --env ENV`` starts from.
+RL_DEFAULT_PRESET = {"minatar": "minatar", "atari": "atari-quick"}
+
+
+def _rl_config(args: argparse.Namespace) -> rl.RLConfig:
+    preset = args.preset or RL_DEFAULT_PRESET[args.env or "minatar"]
+    cfg = rl.resolve_config(preset, args.overrides)
+    if args.env and cfg.env != args.env:
+        raise ConfigError(f"--env {args.env} contradicts --preset {preset} (env {cfg.env})")
+    return cfg
+
+
+def cmd_rl(args: argparse.Namespace) -> None:
+    if distributed.launched():
+        raise ConfigError("metaleap rl runs in one process: start it without torchrun")
+    cfg = _rl_config(args)
+    set_threads(args.threads)
+    out = Path(args.out)
+    study = rl.RLStudy(cfg, resolve_device(args.device))
+    report = _run(study, out, args, args.resume, args.overwrite)
+    if report is not None:
+        print(report.read_text())
+        print(f"report and plots in {report.parent}")
+
+
 def cmd_settings(args: argparse.Namespace) -> None:
-    print(describe_settings(resolve_config(args.preset, args.overrides, **_fields(args))))
+    if args.protocol == "rl":
+        print(describe_settings(_rl_config(args)))
+    else:
+        print(describe_settings(resolve_config(args.preset or "omniglot-paper", args.overrides,
+                                               **_fields(args))))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -203,9 +233,33 @@ def parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", required=True, help="sweep folder (one run per N inside)")
     sweep.set_defaults(func=cmd_sweep)
 
+    rl_cmd = sub.add_parser("rl", help="Leap across games with an actor-critic (SPEC §2.3)")
+    rl_cmd.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET),
+                        help="minatar (default; preset minatar) or atari (preset atari-quick)")
+    rl_cmd.add_argument("--preset", choices=sorted(rl.PRESETS),
+                        help="starting configuration (minatar-quick: minutes; atari-paper: "
+                             "the paper's budget)")
+    rl_cmd.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1,2, "
+                        "heldout=breakout, leap.meta_lr=0.5 (repeatable; see settings)")
+    rl_cmd.add_argument("--device", default="auto",
+                        help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
+    rl_cmd.add_argument("--threads", type=int, help="torch CPU threads")
+    rl_cmd.add_argument("--out", default="runs/rl", help="run folder (default runs/rl)")
+    rl_cmd.add_argument("--resume", action="store_true", help="continue the run in --out")
+    rl_cmd.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    rl_cmd.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rl_cmd.add_argument("--tensorboard", action="store_true",
+                        help="also log scalars for TensorBoard into OUT/tensorboard")
+    rl_cmd.set_defaults(func=cmd_rl)
+
     settings = sub.add_parser("settings", help="every setting of a preset with its meaning "
                               "(global, and METHOD.key per method)")
-    settings.add_argument("--preset", default="omniglot-paper", choices=sorted(PRESETS))
+    settings.add_argument("--protocol", choices=("transfer", "rl"), default="transfer",
+                          help="whose settings: transfer (default) or rl")
+    settings.add_argument("--preset", choices=sorted(set(PRESETS) | set(rl.PRESETS)),
+                          help="default: omniglot-paper (transfer), minatar (rl)")
+    settings.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET), help="as for rl")
     settings.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="as for transfer")
     settings.add_argument("--data", help="as for transfer")

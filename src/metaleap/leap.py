@@ -327,6 +327,45 @@ class Leap(nn.Module):
         """
         return self.apply(reduce(self.contribution()))
 
+    # ---------------------------------------------------------------- suspend and resume
+    def progress_state(self) -> dict[str, Tensor]:
+        """The meta-batch so far and the running task's path, as plain tensors.
+
+        With :meth:`load_progress_state` this checkpoints Leap inside a meta-step, even inside
+        a task: a task of millions of steps resumes where it stopped, bit-identically. θ⁰
+        itself is in :meth:`state_dict`.
+        """
+        state: dict[str, Tensor] = {
+            "paths": torch.tensor(self._paths, dtype=torch.float64),
+            "dropped": torch.tensor(self._dropped)}
+        if self._sum is not None:
+            state["sum"] = self._sum.clone()
+        state.update({f"buffer:{k}": v.clone() for k, v in self._buffer_sums.items()})
+        if self._running is not None:
+            state.update(prev=self._prev.clone(), grad=self._grad.clone(), acc=self._acc.clone(),
+                         loss=self._loss.clone(), path=self._path.clone(),
+                         finite=self._finite.clone(), steps=torch.tensor(self._steps))
+        return state
+
+    @torch.no_grad()
+    def load_progress_state(self, state: dict[str, Tensor]) -> None:
+        """Restore :meth:`progress_state`; a running task's part needs that task begun (on
+        the model whose parameters were restored too)."""
+        self._paths = state["paths"].tolist()
+        self._dropped = int(state["dropped"])
+        like = self.init[_mangle(self.names[0])]
+        self._sum = state["sum"].to(like).clone() if "sum" in state else None
+        self._buffer_sums = {k[7:]: v.clone() for k, v in state.items()
+                             if k.startswith("buffer:")}
+        if "acc" in state:
+            if self._running is None:
+                raise RuntimeError("this state holds a running task: begin_task first")
+            for name in ("prev", "grad", "acc"):
+                getattr(self, f"_{name}").copy_(state[name])
+            self._loss, self._path, self._finite = (state[k].to(self._acc.device).clone()
+                                                    for k in ("loss", "path", "finite"))
+            self._steps = int(state["steps"])
+
     @contextmanager
     def task(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[LeapTask]:
         """Automatic mode: a task whose steps Leap reads from ``optimizer``'s step hooks.

@@ -1,4 +1,5 @@
-"""The networks of the protocols: the Omniglot convnet (SPEC §2.1) and its multi-headed variant.
+"""The networks of the protocols: the Omniglot convnet (SPEC §2.1), its multi-headed variant,
+and the actor-critic of the reinforcement-learning protocol (SPEC §2.3).
 
 Every weight is drawn from an explicit ``torch.Generator``; layers are built on the ``meta``
 device first, so constructing a model never touches the global RNG.
@@ -13,7 +14,7 @@ from torch import Tensor, nn
 
 from metaleap.seeding import generator as make_generator
 
-__all__ = ["ConvNet", "MultiHeadNet", "init_linear", "make_convnet"]
+__all__ = ["ActorCritic", "ConvNet", "MultiHeadNet", "init_linear", "make_convnet"]
 
 
 @torch.no_grad()
@@ -117,3 +118,45 @@ class MultiHeadNet(nn.Module):
 
     def forward(self, x: Tensor, head: int) -> Tensor:
         return self.heads[head](self.encoder(x))
+
+
+class ActorCritic(nn.Module):
+    """A convolutional encoder with linear policy and value heads (SPEC §2.3).
+
+    ``kind`` picks the encoder: ``"minatar"`` is the MinAtar network (a 16-channel 3×3
+    convolution over the 10×10×10 grid, then 128 units); ``"atari"`` the 2013 DQN network
+    (16 8×8 filters stride 4, 32 4×4 stride 2, then 256 units) over 4 stacked 84×84 frames.
+    Parameter names start with ``"encoder."``, ``"policy."`` or ``"value."``: the encoder is
+    shared across games (what Leap meta-learns) and the heads are per game, since games have
+    their own action sets. The encoder is drawn from ``generator``, the heads from
+    ``head_generator``.
+    """
+
+    def __init__(self, kind: str, num_actions: int, generator: torch.Generator,
+                 head_generator: torch.Generator) -> None:
+        super().__init__()
+        if kind == "minatar":
+            layers = [nn.Conv2d(10, 16, 3, device="meta"), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(16 * 8 * 8, 128, device="meta"), nn.ReLU()]
+        elif kind == "atari":
+            layers = [nn.Conv2d(4, 16, 8, stride=4, device="meta"), nn.ReLU(),
+                      nn.Conv2d(16, 32, 4, stride=2, device="meta"), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(32 * 9 * 9, 256, device="meta"), nn.ReLU()]
+        else:
+            raise ValueError(f"unknown actor-critic kind {kind!r}: 'minatar' or 'atari'")
+        self.encoder = nn.Sequential(*layers)
+        features = layers[-2].out_features  # type: ignore[union-attr]
+        self.policy = nn.Linear(features, num_actions, device="meta")
+        self.value = nn.Linear(features, 1, device="meta")
+        self.to_empty(device="cpu")
+        with torch.no_grad():
+            for m in self.encoder.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    init_linear(m, generator)
+            init_linear(self.policy, head_generator)
+            init_linear(self.value, head_generator)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Policy logits (N, actions) and state values (N,)."""
+        h = self.encoder(x)
+        return self.policy(h), self.value(h).squeeze(-1)

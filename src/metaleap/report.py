@@ -16,8 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from metaleap.metalearners import METHODS  # noqa: E402
-from metaleap.protocols import transfer  # noqa: E402
+from metaleap.protocols import rl, transfer  # noqa: E402
 from metaleap.runs import OFFSET, RunError, read_metrics, write_json  # noqa: E402
+from metaleap.stats import Interval, mean_ci  # noqa: E402
 
 
 def label(method: str) -> str:
@@ -133,11 +134,14 @@ def provenance_line(summary: dict[str, Any]) -> str:
     data = provenance.get("data") or {}
     sessions = provenance.get("sessions") or [{}]
     kind = data.get("kind", "data")
-    ident = data.get("key") or data.get("files_sha256", "")[:16] or "unrecorded"
+    ident = (data.get("key") or data.get("files_sha256", "")[:16]
+             or ", ".join(f"{k} {v}" for k, v in data.get("packages", {}).items())
+             or "unrecorded")
+    tasks = data.get("alphabets") or data.get("games") or []
     where = ", ".join(sorted({f"{s.get('device', '?')} ({s.get('device_name', '?')})"
                               for s in sessions}))
     versions = sessions[-1]
-    return (f"Data: {kind} {ident} ({len(data.get('alphabets', []))} tasks); "
+    return (f"Data: {kind} {ident} ({len(tasks)} tasks); "
             f"metaleap {versions.get('metaleap', '?')}, torch {versions.get('torch', '?')}, "
             f"on {where}.")
 
@@ -206,6 +210,106 @@ def write_sweep_report(sweep: str | Path) -> Path:
     return sweep / "report.md"
 
 
+def _interval(entry: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    return Interval(**entry).format(scale, digits)
+
+
+def plot_rl_curves(summary: dict[str, Any], path: Path) -> None:
+    """Paper Fig. 3: normalised score (moving average) against environment steps per
+    held-out game, mean and ±2 std over seeds, one line per initialization."""
+    games = summary["config"]["heldout"]
+    fig, axes = plt.subplots(1, len(games), figsize=(5 * len(games), 3.6), squeeze=False)
+    steps = summary["steps"]
+    for ax, game in zip(axes[0], games, strict=True):
+        for method, e in summary["methods"].items():
+            mean, std = e["curves"][game]["mean"], e["curves"][game]["std"]
+            name = "Random init." if method == "scratch" else label(method)
+            ax.plot(steps, mean, label=f"{name} ({len(e['seeds'])} seeds)", color=color(method))
+            ax.fill_between(steps, [m - 2 * s for m, s in zip(mean, std, strict=True)],
+                            [m + 2 * s for m, s in zip(mean, std, strict=True)], alpha=0.15,
+                            color=color(method))
+        ax.set(title=game, xlabel="environment steps", ylabel="normalised score")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_rl_meta_training(records: list[dict[str, Any]], path: Path) -> bool:
+    """Return (last episodes) of each pretraining game as meta-training proceeds, and the
+    mean path energy of the meta-batch: mean over seeds."""
+    steps = [r for r in records if r.get("event") == "meta_step"]
+    if not steps:
+        return False
+    keys = sorted({k for r in steps for k in r if k.startswith("return_")})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in keys + ["path"]:
+        by_step: dict[int, list[float]] = {}
+        for r in steps:
+            if key in r:
+                by_step.setdefault(r["step"], []).append(r[key])
+        xs = sorted(by_step)
+        ys = [sum(by_step[x]) / len(by_step[x]) for x in xs]
+        ax = axes[1] if key == "path" else axes[0]
+        ax.plot(xs, ys, marker="o", label=key.removeprefix("return_"))
+    axes[0].set(xlabel="meta-step", ylabel="return (last episodes of the game)",
+                title="Pretraining games, trained from θ⁰")
+    if keys:
+        axes[0].legend(fontsize=8)
+    axes[1].set(xlabel="meta-step", ylabel="mean path (energy)", title="Leap's objective")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def rl_report(run: Path, summary: dict[str, Any]) -> list[str]:
+    """The RL study's report lines and plots."""
+    plot_rl_curves(summary, run / "heldout_scores.png")
+    figures = ["heldout_scores.png"]
+    if plot_rl_meta_training(read_metrics(run), run / "meta_training.png"):
+        figures.append("meta_training.png")
+    cfg, methods = summary["config"], summary["methods"]
+    lines = [f"# Reinforcement learning: {cfg['env']}, held out {', '.join(cfg['heldout'])}",
+             "",
+             f"Leap meta-trained the encoder on {', '.join(cfg['pretrain'])} "
+             f"({cfg['meta_steps']} meta-steps of {min(cfg['meta_batch'], len(cfg['pretrain']))}"
+             f" games × {cfg['train_steps']:,} environment steps). Each held-out game then "
+             f"trained for {cfg['eval_steps']:,} environment steps from each initialization "
+             "(same heads, environment seeds and action streams). Scores are normalised per "
+             "game: 0 = uniformly random policy, 100 = the best moving average "
+             f"({cfg['window']} episodes) any run reached. Higher is better.", "",
+             "| initialization | score AUC (%) [95% CI] | final score (%) [95% CI] | "
+             "seeds × games |", "|---|---|---|---|"]
+    for method, e in methods.items():
+        name = "Random init." if method == "scratch" else label(method)
+        lines.append(f"| {name} | {_interval(e['score_auc']['ci'])} | "
+                     f"{_interval(e['final_score']['ci'])} | {len(e['seeds'])} × "
+                     f"{len(e['games'])} |")
+    lines += ["", "| game | random policy | " + " | ".join(
+        f"{'Random init.' if m == 'scratch' else label(m)}: final return" for m in methods)
+              + " |", "|---|---|" + "---|" * len(methods)]
+    for i, game in enumerate(cfg["heldout"]):
+        cells = []
+        for e in methods.values():
+            values = [v[i] for v in e["final_return"]["per_seed"].values()]
+            cells.append(mean_ci(values).format(1.0, 2))
+        lines.append(f"| {game} | {summary['random_return'][game]:.2f} | "
+                     + " | ".join(cells) + " |")
+    if "difference" in summary:
+        lines += ["", "Paired difference, Leap − random initialization, on the same (seed, "
+                  "game):", "", "| metric | difference (points) [95% CI] | supported |",
+                  "|---|---|---|"]
+        for metric, name in (("score_auc", "score AUC"), ("final_score", "final score")):
+            d = Interval(**summary["difference"][metric])
+            verdict = ("Leap better" if d.excludes_zero and d.mean > 0 else "Leap worse"
+                       if d.excludes_zero else "no difference shown")
+            lines.append(f"| {name} | {d.format(100.0, 1)} | {verdict} |")
+    lines += ["", "Intervals are Student-t over the (seed, game) pairs (final returns: over "
+              "seeds); with few seeds they are wide.", "", provenance_line(summary), ""]
+    return lines + [f"![{f}]({f})" for f in figures]
+
+
 #: How each protocol turns its (seed, method) results into ``results.json``, and its report.
-PROTOCOLS = {"transfer": transfer.summarize}
-REPORTS = {"transfer": transfer_report}
+PROTOCOLS = {"transfer": transfer.summarize, "rl": rl.summarize}
+REPORTS = {"transfer": transfer_report, "rl": rl_report}

@@ -110,6 +110,13 @@ class TaskHandle:
     def _finish(self, final_loss: Tensor) -> None:
         """The method's contribution of this task."""
 
+    def progress_state(self) -> dict[str, Tensor | None]:
+        """The losses reported so far (for a checkpoint inside the task)."""
+        return {"first": self.first, "last": self.last}
+
+    def load_progress_state(self, state: dict[str, Tensor | None]) -> None:
+        self.first, self.last = state["first"], state["last"]
+
 
 class ThetaHandle(TaskHandle):
     """A task of a :class:`ThetaLearner`: ``params`` are the model's θ⁰ parameters."""
@@ -189,6 +196,18 @@ class MetaLearner(nn.Module, ABC):
         """Restore what :meth:`extra_state` returned."""
         if self.meta_optimizer is not None:
             self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+
+    def progress_state(self, handle: TaskHandle | None = None) -> dict[str, Any]:
+        """The meta-step so far as plain tensors: the finished tasks' sums and, given its
+        ``handle``, the running task's. A protocol whose tasks run for hours checkpoints
+        this inside a meta-step; restore it with :meth:`load_progress_state`."""
+        raise NotImplementedError(f"{self.name} cannot be checkpointed inside a meta-step")
+
+    def load_progress_state(self, state: dict[str, Any], handle: TaskHandle | None = None
+                            ) -> None:
+        """Restore :meth:`progress_state`; a running task's part into ``handle``, whose task
+        was begun on a model with its parameters and optimizer already restored."""
+        raise NotImplementedError(f"{self.name} cannot be checkpointed inside a meta-step")
 
     def step_meta_optimizer(self) -> None:
         """Step θ⁰ with the meta-gradient now in ``.grad``, then clear it."""
@@ -300,6 +319,12 @@ class LossLog:
         zero = torch.zeros(())
         return {"finished": torch.tensor(self.tasks),
                 **{k: self.totals.get(k, zero) for k in self.KEYS}}
+
+    def state(self) -> dict[str, Any]:
+        return {"totals": dict(self.totals), "tasks": self.tasks}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.totals, self.tasks = dict(state["totals"]), int(state["tasks"])
 
     @classmethod
     def metrics(cls, contribution: Contribution) -> dict[str, float]:

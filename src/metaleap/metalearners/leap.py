@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -104,6 +105,19 @@ class LeapLearner(MetaLearner):
         stats = self.leap.apply(contribution)
         self.step_meta_optimizer()
         return {"path": stats.mean_path, "dropped": float(stats.dropped)}
+
+    def progress_state(self, handle: TaskHandle | None = None) -> dict[str, Any]:
+        state = {"leap": self.leap.progress_state(), "losses": self._losses.state()}
+        if handle is not None:
+            state["handle"] = handle.progress_state()
+        return state
+
+    def load_progress_state(self, state: dict[str, Any], handle: TaskHandle | None = None
+                            ) -> None:
+        self.leap.load_progress_state(state["leap"])
+        self._losses.load_state(state["losses"])
+        if handle is not None:
+            handle.load_progress_state(state["handle"])
 
     def initialization(self) -> dict[str, Tensor]:
         return self.leap.initialization()

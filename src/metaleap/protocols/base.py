@@ -279,6 +279,21 @@ class MethodRun(ABC):
     def export_metadata(self) -> dict[str, str]:
         """Metadata stored with the exported initialization (safetensors header)."""
 
+    def save_progress(self, step: int, progress: dict[str, Any]) -> None:
+        """Checkpoint ``progress`` (plain tensors and data) inside meta-step ``step`` (or the
+        evaluation, with ``step`` the meta-steps run), with the learner's state; the trainer
+        sets this before the first meta-step."""
+        raise RuntimeError("save_progress is set by the trainer (metaleap.protocols.trainer)")
+
+    def resume_progress(self, progress: dict[str, Any] | None) -> None:
+        """Continue from ``progress`` saved by :meth:`save_progress` (None: nothing to resume).
+
+        Protocols whose meta-steps are short never save progress inside one, so this default
+        refuses a checkpoint that holds some."""
+        if progress is not None:
+            raise CheckpointError(f"checkpoints/{self.key}.pt holds progress inside a "
+                                  "meta-step, which this protocol never saves: delete it")
+
 
 class StudyProtocol(ABC):
     """A protocol bound to its configuration and data: its runs and their summary."""

@@ -1,9 +1,11 @@
 """The generic meta-trainer: every protocol's (seed, method) runs go through :func:`train`.
 
-It resumes from the store's checkpoint, logs a validation record before the first meta-step
-and every ``eval_every`` steps, stops with :class:`DivergedError` when the initialization
-stops being finite, checkpoints every ``checkpoint_every`` steps, then evaluates and exports
-the initialization. A run that finished is read back from the store and not run again.
+It resumes from the store's checkpoint (a protocol with long meta-steps also saves progress
+inside them: :meth:`MethodRun.resume_progress`), logs a validation record before the first
+meta-step and every ``eval_every`` steps, stops with :class:`DivergedError` when the
+initialization stops being finite, checkpoints every ``checkpoint_every`` steps, then
+evaluates and exports the initialization. A run that finished is read back from the store and
+not run again.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from metaleap.protocols.base import (
 def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]:
     """Meta-train ``run`` (resuming from ``store``), evaluate it and return its result."""
     learner, key = run.learner, run.key
-    start = 0
+    start, progress = 0, None
     state = store.load_state(key)
     if state is not None:
         try:
@@ -37,7 +39,14 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
             raise CheckpointError(
                 f"checkpoints/{key}.pt does not fit {run.method} ({first}): delete it to "
                 "restart this (seed, method) from scratch") from None
-        start = int(state["step"])
+        start, progress = int(state["step"]), state["extra"].get("progress")
+
+    def save_progress(step: int, progress: dict[str, Any]) -> None:
+        store.save_state(key, {"step": step, "module": learner.state_dict(),
+                               "extra": {**learner.extra_state(), "progress": progress}})
+
+    run.save_progress = save_progress
+    run.resume_progress(progress)
     steps = run.meta_steps if learner.meta_trains else 0
     if start == 0 and steps:
         _validate(run, store, 0)
