@@ -225,7 +225,7 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
                  "heldout_curves.png", "meta_training.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "results.json").read_text())
-    assert summary["schema"] == 2 and summary["protocol"] == "transfer"
+    assert summary["schema"] == 3 and summary["protocol"] == "transfer"
     assert summary["config"]["data"] == data
     assert summary["methods_config"]["leap"]["metric"] == "length"
     data_id = summary["provenance"]["data"]
@@ -235,7 +235,12 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
     assert session["device"] == "cpu" and session["torch"] == torch.__version__
     leap = summary["methods"]["leap"]
     assert set(leap) >= {"error_auc", "loss_auc", "test_error", "curve", "seeds", "tasks"}
-    assert set(leap["error_auc"]) == {"mean", "std_seeds", "std_tasks", "per_seed"}
+    assert set(leap["error_auc"]) == {"mean", "std_seeds", "std_tasks", "per_seed", "ci"}
+    assert "vs_leap" not in leap
+    assert set(summary["methods"]["reptile"]["vs_leap"]) == {"error_auc", "loss_auc",
+                                                             "test_error"}
+    report = (out / "report.md").read_text()
+    assert "| Reptile |" in report and "**Paired differences from Leap**" in report
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.md").is_file()
 
@@ -243,7 +248,10 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
     assert main(["sweep", "--preset", "tiny", "--data", data, "--ns", "1,2", "--out",
                  str(sweep), "--no-progress"]) == 0
     assert (sweep / "auc_vs_n.png").is_file() and (sweep / "n-2" / "results.json").is_file()
-    assert "N = 1 | N = 2" in (sweep / "report.md").read_text()
+    text = (sweep / "report.md").read_text()
+    assert "## N = 1" in text and "## N = 2" in text and "| Leap |" in text
+    points = json.loads((sweep / "sweep.json").read_text())
+    assert set(points["leap"]) == {"1", "2"} and "vs_leap" in points["scratch"]["2"]
 
 
 @pytest.mark.parametrize("args,message", [
