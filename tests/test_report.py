@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,12 @@ def test_committed_reports_are_generated_from_the_committed_results():
     expected = "\n".join(report.sweep_lines(dict(sorted(summaries.items())))) + "\n"
     assert (RESULTS / "report.md").read_text() == expected
 
+
+def test_every_number_the_write_up_quotes_is_in_the_generated_tables():
+    """Each interval and budget in docs/results/README.md is copied from report.md."""
+    write_up = (RESULTS / "README.md").read_text()
+    tables = (RESULTS / "report.md").read_text()
+    quoted = re.findall(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", write_up)
+    quoted += re.findall(r"\d+ × \d+ × \d+ = \d+", write_up)
+    assert len(quoted) > 20
+    assert [q for q in quoted if q not in tables] == []
