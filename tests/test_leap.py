@@ -482,3 +482,55 @@ def test_meta_grad_is_contribution_then_apply():
     assert not empty.sums["grad"].any()
     with pytest.raises(RuntimeError, match="no task was finished"):
         b.apply(empty)
+
+
+@pytest.mark.parametrize("buffers", ["reset", "average"])
+def test_progress_state_resumes_a_task_midway_bit_identically(tmp_path: Path, buffers: str):
+    """Task 1 whole, task 2 stopped after 3 of 6 steps and saved (a weights-only file); a
+    fresh Leap and model restored from it finish task 2 with the uninterrupted meta-gradient."""
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)  # noqa: E731
+    model = bn_net()
+    straight = Leap(model, metric="energy", buffers=buffers)
+    for t in (1, 2):
+        run_manual(straight, model, task_data(t, 6), sgd)
+    expected = straight.meta_grad()
+
+    def steps(leap, model, opt, data):
+        for x, y in data:
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            leap.observe(model, loss)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    model = bn_net()
+    first = Leap(model, metric="energy", buffers=buffers)
+    run_manual(first, model, task_data(1, 6), sgd)
+    data = task_data(2, 6)
+    first.begin_task(model)
+    opt = sgd(model.parameters())
+    steps(first, model, opt, data[:3])
+    torch.save({"leap": first.state_dict(), "progress": first.progress_state(),
+                "model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
+
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    model = bn_net()
+    resumed = Leap(model, metric="energy", buffers=buffers)
+    resumed.load_state_dict(saved["leap"])
+    resumed.begin_task(model)
+    model.load_state_dict(saved["model"])
+    opt = sgd(model.parameters())
+    opt.load_state_dict(saved["opt"])
+    resumed.load_progress_state(saved["progress"])
+    steps(resumed, model, opt, data[3:6])
+    with torch.no_grad():
+        resumed.end_task(model, nn.functional.cross_entropy(model(data[6][0]), data[6][1]))
+    stats = resumed.meta_grad()
+    assert (stats.tasks, stats.mean_path) == (expected.tasks, expected.mean_path)
+    for (_, p), (_, q) in zip(straight.named_meta_parameters(), resumed.named_meta_parameters(),
+                              strict=True):
+        assert torch.equal(p.grad, q.grad)
+    for a, b in zip(straight.init_buffers.buffers(), resumed.init_buffers.buffers(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="begin_task first"):
+        Leap(bn_net()).load_progress_state(saved["progress"])

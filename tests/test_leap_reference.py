@@ -427,4 +427,4 @@ def test_meta_learning_shortens_paths() -> None:
            f"mean final loss {final0:.5f} → {final1:.5f}")
     print(msg)
     assert path1 <= 0.7 * path0, msg
-    assert final1 <= final0 * 1.05 + 1e-6, msg
+    assert final1 <= final0, msg

@@ -369,6 +369,42 @@ def test_finetune_trains_each_task_through_its_own_head() -> None:
         built.meta_step([TaskStream(2, iter(make_tasks(10, n=1)[0]))])
 
 
+def test_finetune_pretraining_is_round_robin_sgd_by_hand() -> None:
+    """A finetuning meta-step is this hand loop: plain SGD (inner lr 0.1), one step of each
+    task in turn, task t through head t; then each task's extra batch is forwarded without a
+    step (in train mode, so it still moves the BatchNorm statistics). Running the tasks one
+    after the other instead gives other weights: the order is what is tested."""
+    built = build("finetune")
+    net = built.learner.net
+    tasks = make_tasks(3, n=2, steps=3)
+
+    def by_hand(order: list[tuple[int, int]]) -> dict[str, Tensor]:
+        ref = copy.deepcopy(net).train()
+        params = list(ref.parameters())
+        for t, i in order:
+            x, y = tasks[t][i]
+            grads = torch.autograd.grad(F.cross_entropy(ref(x, t), y), params,
+                                        allow_unused=True)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    if g is not None:  # the other task's head takes no step
+                        p -= 0.1 * g
+        with torch.no_grad():
+            for t, batches in enumerate(tasks):
+                ref(batches[-1][0], t)
+        return {k: v.detach().clone() for k, v in ref.state_dict().items()}
+
+    round_robin = by_hand([(t, i) for i in range(3) for t in range(2)])
+    one_after_another = by_hand([(t, i) for t in range(2) for i in range(3)])
+    built.meta_step(streams(tasks))
+    after = net.state_dict()
+    assert after.keys() == round_robin.keys()
+    for name, value in round_robin.items():
+        torch.testing.assert_close(after[name], value, msg=name)
+    weight = "encoder.0.weight"
+    assert not torch.allclose(round_robin[weight], one_after_another[weight], atol=1e-6)
+
+
 # ---------------------------------------------------------------- checkpoint and resume
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,33 @@ def test_resume_mid_game_between_games_and_in_evaluation_is_bit_identical(
         assert content(straight / rel) == content(out / rel), rel
 
 
+KILLER = """
+import os, sys, torch
+torch.set_num_threads(1)
+from metaleap.cli import main
+from metaleap.protocols import rl
+original, calls = rl.a2c_segment, []
+def killed(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == {kill_at}:
+        os._exit(137)  # like kill -9: no cleanup
+    return original(*args, **kwargs)
+rl.a2c_segment = killed
+sys.exit(main({argv!r}))
+"""
+
+
+def test_resume_after_kill_minus_nine_is_bit_identical(tmp_path: Path, straight: Path):
+    out = tmp_path / "killed"
+    argv = TINY + ["--out", str(out)]
+    child = subprocess.run([sys.executable, "-c", KILLER.format(kill_at=5, argv=argv)],
+                           capture_output=True, text=True)
+    assert child.returncode == 137, child.stderr
+    assert main(argv + ["--resume"]) == 0
+    for rel in STRAIGHT_FILES:
+        assert content(straight / rel) == content(out / rel), rel
+
+
 def test_leap_meta_gradient_in_the_a2c_loop_matches_the_reference():
     """Σ_i −(Δθ + Δf·g) with Δf = −|f(θ^{i+1}) − f(θ^i)| (energy, loss term, stabilizer),
     computed by hand in float64 from the trajectory the A2C loop took."""
@@ -106,7 +135,7 @@ def test_leap_meta_gradient_in_the_a2c_loop_matches_the_reference():
         def report(loss):
             thetas.append(flat(params[n] for n in names))
             grads.append(flat(params[n].grad for n in names))
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             t.report(loss)
 
         final = rl.a2c_segment(agent, optimizer, cfg, study.games["asterix"], 6, 1,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from metaleap.stats import mean_ci, paired_difference
+from metaleap.stats import compare, mean_ci, paired_difference, paired_groups, pooled
 
 
 def test_mean_ci_matches_the_t_interval_by_hand():
@@ -41,3 +41,16 @@ def test_paired_difference_cancels_what_pairs_share():
     assert not paired_difference([1.0, 0.0], [0.0, 1.0]).excludes_zero
     with pytest.raises(ValueError, match="length"):
         paired_difference([1.0], [1.0, 2.0])
+
+
+def test_groups_pair_by_key_and_position_and_compare_with_a_reference():
+    a = {"1": [5.0, 6.0], "0": [1.0, 2.0]}
+    b = {"0": [0.0, 0.0], "1": [4.0, 4.0], "2": [9.0, 9.0]}
+    assert pooled(a) == [5.0, 6.0, 1.0, 2.0]
+    diff = paired_groups(a, b)  # pairs (5, 4), (6, 4), (1, 0), (2, 0): seed "2" is b's alone
+    assert (diff.mean, diff.n) == (1.5, 4)
+    with pytest.raises(ValueError, match="no group in common"):
+        paired_groups({"3": [1.0]}, b)
+    out = compare({"ref": b, "a": a, "late": {"7": [1.0]}}, "ref")
+    assert list(out) == ["a"] and out["a"] == diff
+    assert compare({"a": a}, "ref") == {}

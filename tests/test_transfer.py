@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ import torch
 from safetensors import safe_open
 
 from metaleap.cli import main
-from metaleap.metalearners import METHODS
+from metaleap.leap import single_process
+from metaleap.metalearners import METHODS, SupervisedMetaStep, TaskStream
+from metaleap.protocols import evaluation
 from metaleap.protocols.base import ConfigError
 from metaleap.protocols.trainer import run_study as run_protocol
 from metaleap.protocols.transfer import TransferStudy, make_split, resolve_config
@@ -212,6 +215,62 @@ def test_existing_folder_is_never_overwritten(tmp_path: Path):
     assert not (tmp_path / "run" / "results" / "seed0-scratch.json").exists()
 
 
+def test_every_method_sees_the_same_meta_batches_and_evaluation_data(monkeypatch):
+    """Each meta-step hands every method the same tasks and the same (augmented) batches,
+    finetuning taking them round-robin and MAML, with fewer inner steps, a prefix of each;
+    the held-out tasks of every method, scratch included, train on the same batches."""
+    meta: dict[str, list[dict[int, list]]] = {}
+    heldout: dict[str, list] = {}
+    evaluating: list[str] = []
+
+    def key(x: torch.Tensor, y: torch.Tensor) -> tuple[int, list[int]]:
+        return hash(x.numpy().tobytes()), y.tolist()  # the exact images, readably
+
+    def recorded(task: TaskStream, seen: list) -> Iterator:
+        for x, y in task.batches:
+            seen.append(key(x, y))
+            yield x, y
+
+    step = SupervisedMetaStep.__call__
+
+    def recording_step(self, tasks, reduce=single_process):
+        seen: dict[int, list] = {t.index: [] for t in tasks}
+        meta.setdefault(self.learner.name, []).append(seen)
+        return step(self, [TaskStream(t.index, recorded(t, seen[t.index])) for t in tasks],
+                    reduce)
+
+    draw = evaluation.batches
+
+    def recording_batches(*args, **kwargs):
+        for x, y in draw(*args, **kwargs):
+            heldout[evaluating[-1]].append(key(x, y))
+            yield x, y
+
+    monkeypatch.setattr(SupervisedMetaStep, "__call__", recording_step)
+    monkeypatch.setattr(evaluation, "batches", recording_batches)
+    cfg = resolve_config("tiny", [ALL, "inner_steps=2", "maml.inner_steps=1", "num_pretrain=3",
+                                  "num_heldout=1"])
+    study = TransferStudy(cfg, taskset=Synthetic())
+    for run in study.runs():
+        for i in range(run.meta_steps if run.learner.meta_trains else 0):
+            run.meta_step(i)
+        evaluating.append(run.method)
+        heldout[run.method] = []
+        run.evaluate(run.learner.initialization(), progress=False)
+
+    reference = meta["leap"]
+    assert sorted(meta) == sorted(set(METHODS) - {"scratch"})
+    assert len(reference) == cfg.meta_steps
+    assert all(len(seen) == 2 and all(len(b) == cfg.inner_steps + 1 for b in seen.values())
+               for seen in reference)
+    assert reference[0] != reference[1]  # the meta-batches do move on
+    for method, steps in meta.items():
+        keep = 1 + 1 if method == "maml" else cfg.inner_steps + 1
+        assert steps == [{i: b[:keep] for i, b in seen.items()} for seen in reference], method
+    assert len(heldout["leap"]) == cfg.num_heldout * (cfg.eval_steps + 1)
+    assert all(batches == heldout["leap"] for batches in heldout.values())
+
+
 # ---------------------------------------------------------------- the command line
 
 
@@ -225,7 +284,7 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
                  "heldout_curves.png", "meta_training.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "results.json").read_text())
-    assert summary["schema"] == 2 and summary["protocol"] == "transfer"
+    assert summary["schema"] == 3 and summary["protocol"] == "transfer"
     assert summary["config"]["data"] == data
     assert summary["methods_config"]["leap"]["metric"] == "length"
     data_id = summary["provenance"]["data"]
@@ -235,7 +294,12 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
     assert session["device"] == "cpu" and session["torch"] == torch.__version__
     leap = summary["methods"]["leap"]
     assert set(leap) >= {"error_auc", "loss_auc", "test_error", "curve", "seeds", "tasks"}
-    assert set(leap["error_auc"]) == {"mean", "std_seeds", "std_tasks", "per_seed"}
+    assert set(leap["error_auc"]) == {"mean", "std_seeds", "std_tasks", "per_seed", "ci"}
+    assert "vs_leap" not in leap
+    assert set(summary["methods"]["reptile"]["vs_leap"]) == {"error_auc", "loss_auc",
+                                                             "test_error"}
+    report = (out / "report.md").read_text()
+    assert "| Reptile |" in report and "**Paired differences from Leap**" in report
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.md").is_file()
 
@@ -243,7 +307,10 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
     assert main(["sweep", "--preset", "tiny", "--data", data, "--ns", "1,2", "--out",
                  str(sweep), "--no-progress"]) == 0
     assert (sweep / "auc_vs_n.png").is_file() and (sweep / "n-2" / "results.json").is_file()
-    assert "N = 1 | N = 2" in (sweep / "report.md").read_text()
+    text = (sweep / "report.md").read_text()
+    assert "## N = 1" in text and "## N = 2" in text and "| Leap |" in text
+    points = json.loads((sweep / "sweep.json").read_text())
+    assert set(points["leap"]) == {"1", "2"} and "vs_leap" in points["scratch"]["2"]
 
 
 @pytest.mark.parametrize("args,message", [

@@ -179,7 +179,7 @@ def cmd_rl(args: argparse.Namespace) -> None:
     cfg = _rl_config(args)
     set_threads(args.threads)
     out = Path(args.out)
-    study = rl.RLStudy(cfg, resolve_device(args.device))
+    study = rl.RLStudy(cfg, resolve_device(args.device), progress=not args.no_progress)
     report = _run(study, out, args, args.resume, args.overwrite)
     if report is not None:
         print(report.read_text())

@@ -1,6 +1,9 @@
 """Tables and plots from run folders: ``results.json``, ``report.md`` and PNG figures.
 
-Works on finished and partial runs alike: whatever ``results/`` holds is summarised.
+Works on finished and partial runs alike: whatever ``results/`` holds is summarised; a folder
+holding ``results.json`` alone (a published run, such as ``docs/results/n-*``) is reported from
+it. Every interval in the tables is computed from the per-task values (``per_seed``), so
+results.json of schema 2 (which stored no intervals) and later read alike.
 ``config.json`` names the protocol that ran; :func:`write_report` dispatches on it.
 """
 
@@ -15,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from metaleap import stats  # noqa: E402
 from metaleap.metalearners import METHODS  # noqa: E402
 from metaleap.protocols import rl, transfer  # noqa: E402
 from metaleap.runs import OFFSET, RunError, read_metrics, write_json  # noqa: E402
@@ -56,23 +60,87 @@ def summarize_run(run: str | Path) -> dict[str, Any]:
     return summary
 
 
-def _pct(entry: dict[str, float], seeds: int) -> str:
-    spread = entry["std_seeds"] if seeds > 1 else entry["std_tasks"]
-    return f"{100 * entry['mean']:.1f} ± {100 * spread:.1f}"
+def load_summary(run: str | Path) -> dict[str, Any]:
+    """A run's summary: :func:`summarize_run` when it has its ``results/`` folder, else its
+    ``results.json`` as it is (a published copy of a run, e.g. ``docs/results/n-*``)."""
+    run = Path(run)
+    if (run / "results").is_dir() or not (run / "results.json").is_file():
+        return summarize_run(run)
+    read_record(run)
+    return json.loads((run / "results.json").read_text())
+
+
+# ------------------------------------------------------------------------------- statistics
+# The tables compute every interval from ``per_seed``, whatever the results.json schema
+# (version 2 stored none), with the functions that summarize uses from version 3 on.
+LEVEL = 0.95
+NOTE = (
+    f"Means with {100 * LEVEL:.0f} % Student-t intervals over the (seed, held-out task) "
+    "pairs (n = seeds × tasks). Differences are paired: the same seed's same task trained "
+    "from both initializations. Pairs of one seed share its split, initial weights and "
+    "data streams, so they are not fully independent and the intervals are somewhat too "
+    "narrow. Meta-training SGD steps, per method and seed: meta-steps × tasks per "
+    "meta-step × inner steps.")
+
+
+def interval(entry: dict[str, Any], metric: str) -> Interval:
+    """One method's mean of ``metric`` over its (seed, task) values, with its interval."""
+    return stats.mean_ci(stats.pooled(entry[metric]["per_seed"]), LEVEL)
+
+
+def differences(summary: dict[str, Any], metric: str) -> dict[str, Interval]:
+    """Each method's paired difference from Leap (method − Leap) in ``metric``."""
+    return stats.compare({m: e[metric]["per_seed"] for m, e in summary["methods"].items()},
+                         transfer.REFERENCE, LEVEL)
+
+
+def verdict(difference: Interval) -> str:
+    """Whether a difference from Leap (lower is better) is resolved by its interval."""
+    if not difference.excludes_zero:
+        return "spans 0"
+    return "Leap better" if difference.mean > 0 else "Leap worse"
+
+
+def budget(summary: dict[str, Any], method: str) -> str:
+    """A method's meta-training SGD steps: meta-steps × tasks per meta-step × inner steps."""
+    if method in METHODS and not METHODS[method].meta_trains:
+        return "none"
+    cfg = summary["methods_config"][method]
+    tasks = min(cfg["meta_batch"], summary["config"]["num_pretrain"])
+    return (f"{cfg['meta_steps']} × {tasks} × {cfg['inner_steps']} = "
+            f"{cfg['meta_steps'] * tasks * cfg['inner_steps']}")
 
 
 def table(summary: dict[str, Any]) -> str:
-    """The results table as Markdown (percentages; ± std over seeds, or tasks with one seed)."""
-    rows = ["| method | train-error AUC (%) | test error (%) | loss AUC | seeds × tasks |",
-            "|---|---|---|---|---|"]
+    """Each method's means with their intervals (percentages; loss AUC in nats)."""
+    rows = ["| method | train-error AUC (%) | test error (%) | loss AUC | meta-training SGD "
+            "steps | seeds × tasks |", "|---|---|---|---|---|---|"]
     for method, e in summary["methods"].items():
-        seeds = len(e["seeds"])
         tasks = len(next(iter(e["test_error"]["per_seed"].values())))
-        spread = e["loss_auc"]["std_seeds"] if seeds > 1 else e["loss_auc"]["std_tasks"]
-        rows.append(f"| {label(method)} | {_pct(e['error_auc'], seeds)} | "
-                    f"{_pct(e['test_error'], seeds)} | {e['loss_auc']['mean']:.3f} ± "
-                    f"{spread:.3f} | {seeds} × {tasks} |")
+        rows.append(f"| {label(method)} | {interval(e, 'error_auc').format(100)} | "
+                    f"{interval(e, 'test_error').format(100)} | "
+                    f"{interval(e, 'loss_auc').format(digits=3)} | {budget(summary, method)} "
+                    f"| {len(e['seeds'])} × {tasks} |")
     return "\n".join(rows)
+
+
+def difference_table(summary: dict[str, Any]) -> str | None:
+    """The paired differences from Leap (percentage points), or ``None`` without Leap."""
+    auc, test = differences(summary, "error_auc"), differences(summary, "test_error")
+    if not auc:
+        return None
+    rows = ["**Paired differences from Leap** (method − Leap, percentage points; positive: "
+            "Leap lower, which is better)", "",
+            "| method − Leap | train-error AUC | test error |", "|---|---|---|"]
+    rows += [f"| {label(m)} | {auc[m].format(100)} {verdict(auc[m])} | "
+             f"{test[m].format(100)} {verdict(test[m])} |" for m in auc]
+    return "\n".join(rows)
+
+
+def tables(summary: dict[str, Any]) -> list[str]:
+    """The means table and the differences table (when Leap ran), each followed by a blank."""
+    diff = difference_table(summary)
+    return [table(summary), ""] + ([diff, ""] if diff else [])
 
 
 def plot_heldout_curves(summary: dict[str, Any], path: Path) -> None:
@@ -93,11 +161,12 @@ def plot_heldout_curves(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_meta_training(records: list[dict[str, Any]], path: Path) -> bool:
-    """Paper Fig. 2 (left): validation training curves as meta-training proceeds (seed 0)."""
+def plot_meta_training(records: list[dict[str, Any]], path: Path) -> None:
+    """Paper Fig. 2 (left): validation training curves as meta-training proceeds (seed 0);
+    nothing without validation records."""
     val = [r for r in records if r.get("event") == "validation"]
     if not val:
-        return False
+        return
     seed = min(r["seed"] for r in val)
     methods = list(dict.fromkeys(r["method"] for r in val))
     fig, axes = plt.subplots(1, len(methods), figsize=(4 * len(methods), 3.5), squeeze=False,
@@ -114,13 +183,13 @@ def plot_meta_training(records: list[dict[str, Any]], path: Path) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return True
 
 
 def write_report(run: str | Path) -> Path:
-    """``results.json``, ``report.md`` and the plots of one run; returns report.md."""
+    """``results.json`` (when ``run`` has its results), ``report.md`` and the plots of one
+    run; returns report.md."""
     run = Path(run)
-    summary = summarize_run(run)
+    summary = load_summary(run)
     if not summary["methods"]:
         raise RunError(f"{run} has no finished (seed, method) result yet")
     lines = REPORTS[summary["protocol"]](run, summary)
@@ -146,70 +215,99 @@ def provenance_line(summary: dict[str, Any]) -> str:
             f"on {where}.")
 
 
+FIGURES = ("heldout_curves.png", "meta_training.png")
+
+
 def transfer_report(run: Path, summary: dict[str, Any]) -> list[str]:
-    """The transfer study's report lines and plots."""
+    """The transfer study's plots (meta-training from ``metrics.jsonl``, when present) and
+    report lines."""
     plot_heldout_curves(summary, run / "heldout_curves.png")
-    figures = ["heldout_curves.png"]
-    if plot_meta_training(read_metrics(run), run / "meta_training.png"):
-        figures.append("meta_training.png")
+    if (run / "metrics.jsonl").is_file():
+        plot_meta_training(read_metrics(run), run / "meta_training.png")
+    return transfer_lines(summary, [f for f in FIGURES if (run / f).is_file()])
+
+
+def transfer_lines(summary: dict[str, Any], figures: list[str]) -> list[str]:
+    """The transfer study's report: its tables, provenance and ``figures``."""
     cfg = summary["config"]
     return [f"# Transfer study: {cfg['data']}, N = {cfg['num_pretrain']} pretraining tasks", "",
             f"Held-out tasks trained for {cfg['eval_steps']} steps from each method's "
             f"initialization ({cfg['ways']}-way, seeds {cfg['seeds']}). Lower is better.", "",
-            table(summary), "", provenance_line(summary), ""] + [
+            *tables(summary), NOTE, "", provenance_line(summary), ""] + [
         f"![{f}]({f})" for f in figures]
 
 
 def write_sweep_report(sweep: str | Path) -> Path:
-    """``sweep.json``, ``report.md`` and ``auc_vs_n.png`` (paper Fig. 2 right) of a sweep."""
+    """``sweep.json``, ``report.md`` and ``auc_vs_n.png`` (paper Fig. 2 right, and test
+    error) of a sweep: every run ``n-*`` in ``sweep``."""
     sweep = Path(sweep)
-    points: dict[str, dict[int, dict[str, Any]]] = {}
+    summaries = {}
     for run in sorted(sweep.glob("n-*")):
-        if not (run / "config.json").is_file():
-            continue
-        summary = summarize_run(run)
-        n = summary["config"]["num_pretrain"]
-        for method, e in summary["methods"].items():
-            points.setdefault(method, {})[n] = e
-    if not points:
+        if (run / "config.json").is_file():
+            summary = load_summary(run)
+            if summary["methods"]:
+                summaries[summary["config"]["num_pretrain"]] = summary
+    if not summaries:
         raise RunError(f"{sweep} holds no finished sweep point (n-*/results)")
-    write_json(sweep / "sweep.json", {m: {str(n): {k: e[k] for k in ("error_auc", "test_error")}
-                                          for n, e in sorted(v.items())}
-                                      for m, v in points.items()})
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, by_n in points.items():
-        ns = sorted(by_n)
-        mean = [100 * by_n[n]["error_auc"]["mean"] for n in ns]
-        std = [100 * by_n[n]["error_auc"]["std_seeds"] for n in ns]
-        ax.plot(ns, mean, marker="o", label=label(method),
-                color=color(method))
-        ax.fill_between(ns, [m - s for m, s in zip(mean, std, strict=True)],
-                        [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15,
-                        color=color(method))
-    ax.set(xlabel="number of pretraining tasks N", ylabel="train-error AUC (%)",
-           title="Held-out AUC against pretraining tasks")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(sweep / "auc_vs_n.png", dpi=120)
-    plt.close(fig)
-    ns = sorted({n for v in points.values() for n in v})
-    sections = []
-    for metric, title in (("error_auc", "Train-error AUC (%)"), ("test_error", "Test error (%)")):
-        lines = [f"**{title}**, mean ± std over seeds", "",
-                 "| method | " + " | ".join(f"N = {n}" for n in ns) + " |",
-                 "|---|" + "---|" * len(ns)]
-        for method, by_n in points.items():
-            cells = [f"{100 * by_n[n][metric]['mean']:.1f} ± "
-                     f"{100 * by_n[n][metric]['std_seeds']:.1f}" if n in by_n else "–"
-                     for n in ns]
-            lines.append(f"| {label(method)} | " + " | ".join(cells) + " |")
-        sections.append("\n".join(lines))
-    (sweep / "report.md").write_text("# Sweep over the number of pretraining tasks\n\n"
-                                     + "\n\n".join(sections)
-                                     + "\n\n![AUC against N](auc_vs_n.png)\n")
+    summaries = dict(sorted(summaries.items()))
+    write_json(sweep / "sweep.json", sweep_points(summaries))
+    plot_sweep(summaries, sweep / "auc_vs_n.png")
+    (sweep / "report.md").write_text("\n".join(sweep_lines(summaries)) + "\n")
     return sweep / "report.md"
 
 
+def sweep_points(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """``sweep.json``: per method and N, each metric's per-seed values and interval, and the
+    paired differences from Leap."""
+    points: dict[str, Any] = {}
+    for n, summary in summaries.items():
+        diffs = {metric: differences(summary, metric) for metric in transfer.METRICS}
+        for method, e in summary["methods"].items():
+            point = {metric: {"per_seed": e[metric]["per_seed"],
+                              "ci": interval(e, metric).to_dict()}
+                     for metric in transfer.METRICS}
+            if method in diffs["error_auc"]:
+                point["vs_leap"] = {metric: diffs[metric][method].to_dict()
+                                    for metric in transfer.METRICS}
+            points.setdefault(method, {})[str(n)] = point
+    return points
+
+
+def plot_sweep(summaries: dict[int, dict[str, Any]], path: Path) -> None:
+    """Train-error AUC and test error against N with their intervals, one line per method."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    methods = list(dict.fromkeys(m for s in summaries.values() for m in s["methods"]))
+    ns_all = list(summaries)
+    for ax, metric, name in zip(axes, ("error_auc", "test_error"),
+                                ("train-error AUC", "test error"), strict=True):
+        for method in methods:
+            ns = [n for n, s in summaries.items() if method in s["methods"]]
+            cis = [interval(summaries[n]["methods"][method], metric) for n in ns]
+            ax.plot(ns, [100 * c.mean for c in cis], marker="o", label=label(method),
+                    color=color(method))
+            if all(c.low is not None and c.high is not None for c in cis):
+                ax.fill_between(ns, [100 * c.low for c in cis],  # type: ignore[operator]
+                                [100 * c.high for c in cis],  # type: ignore[operator]
+                                alpha=0.15, color=color(method))
+        ax.set(xlabel="number of pretraining tasks N", ylabel=f"{name} (%)", xticks=ns_all,
+               title=f"Held-out {name} against N ({100 * LEVEL:.0f} % intervals)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def sweep_lines(summaries: dict[int, dict[str, Any]]) -> list[str]:
+    """The sweep's report: the figure, then each N's tables."""
+    lines = ["# Sweep over the number of pretraining tasks", "",
+             "Each N is one run (`n-N/`, with its own report.md). " + NOTE, "",
+             "![AUC and test error against N](auc_vs_n.png)", ""]
+    for n, summary in summaries.items():
+        lines += [f"## N = {n}", "", *tables(summary)]
+    return lines[:-1]
+
+
+# ------------------------------------------------------------------------------- RL
 def _interval(entry: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
     return Interval(**entry).format(scale, digits)
 
@@ -298,13 +396,11 @@ def rl_report(run: Path, summary: dict[str, Any]) -> list[str]:
                      + " | ".join(cells) + " |")
     if "difference" in summary:
         lines += ["", "Paired difference, Leap − random initialization, on the same (seed, "
-                  "game):", "", "| metric | difference (points) [95% CI] | supported |",
+                  "game):", "", "| metric | difference (points) [95% CI] | verdict |",
                   "|---|---|---|"]
         for metric, name in (("score_auc", "score AUC"), ("final_score", "final score")):
             d = Interval(**summary["difference"][metric])
-            verdict = ("Leap better" if d.excludes_zero and d.mean > 0 else "Leap worse"
-                       if d.excludes_zero else "no difference shown")
-            lines.append(f"| {name} | {d.format(100.0, 1)} | {verdict} |")
+            lines.append(f"| {name} | {d.format(100.0, 1)} | {verdict(d)} |")
     lines += ["", "Intervals are Student-t over the (seed, game) pairs (final returns: over "
               "seeds); with few seeds they are wide.", "", provenance_line(summary), ""]
     return lines + [f"![{f}]({f})" for f in figures]

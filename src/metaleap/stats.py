@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from scipy.stats import t as student_t
+
+#: Samples grouped by a key shared across methods (a seed), each group in a fixed order (the
+#: seed's held-out tasks): value ``i`` of group ``k`` pairs with value ``i`` of another
+#: method's group ``k``.
+Groups = Mapping[str, Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -62,3 +67,31 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = 0.9
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} and {len(b)}")
     return mean_ci([x - y for x, y in zip(a, b, strict=True)], level)
+
+
+def pooled(groups: Groups) -> list[float]:
+    """Every value of ``groups``, group after group."""
+    return [x for values in groups.values() for x in values]
+
+
+def paired_groups(a: Groups, b: Groups, level: float = 0.95) -> Interval:
+    """:func:`paired_difference` ``a − b`` over the groups both have, value by value."""
+    common = [k for k in a if k in b]
+    if not common:
+        raise ValueError("the samples have no group in common")
+    return paired_difference(pooled({k: a[k] for k in common}),
+                             pooled({k: b[k] for k in common}), level)
+
+
+def compare(samples: Mapping[str, Groups], reference: str, level: float = 0.95
+            ) -> dict[str, Interval]:
+    """Each sample's paired difference from ``reference`` (``sample − reference``).
+
+    Samples sharing no group with ``reference`` (a partial run) are left out, as is every
+    sample when ``reference`` is absent.
+    """
+    if reference not in samples:
+        return {}
+    ref = samples[reference]
+    return {name: paired_groups(groups, ref, level) for name, groups in samples.items()
+            if name != reference and any(k in ref for k in groups)}

@@ -42,7 +42,7 @@ from metaleap.protocols.base import (
     at_least,
     positive,
 )
-from metaleap.stats import mean_ci, paired_difference
+from metaleap.stats import mean_ci, paired_groups, pooled
 from metaleap.tasks.games import Game, identity, make_envs, observe, open_games
 
 SCHEMA_VERSION = 1
@@ -309,9 +309,11 @@ class RLStudy(StudyProtocol):
 
     name = "rl"
 
-    def __init__(self, cfg: RLConfig, device: torch.device | str = "cpu") -> None:
+    def __init__(self, cfg: RLConfig, device: torch.device | str = "cpu",
+                 progress: bool = False) -> None:
         cfg.check()
         self.cfg, self.device, self.processes = cfg, torch.device(device), ONE_PROCESS
+        self.progress = progress  # a bar of environment steps per pretraining game
         self.games = open_games(cfg.env, list(dict.fromkeys(cfg.pretrain + cfg.heldout)))
         wide = [f"{g} ({self.games[g].num_actions})" for g in cfg.pretrain
                 if self.games[g].num_actions > cfg.max_actions]
@@ -396,6 +398,8 @@ class RLRun(MethodRun):
             agent.load_state_dict(progress["agent"])
             optimizer.load_state_dict(progress["optimizer"])
             episodes, first = Episodes.from_state(progress["episodes"]), progress["segment"]
+            if bar is not None:
+                bar.update(first * per * cfg.num_envs * cfg.unroll)
         final = None
         for s in range(first, segments):
             n = min(per, updates - s * per)
@@ -440,8 +444,12 @@ class RLRun(MethodRun):
                         "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
                         "episodes": episodes.state(), "learner": learner.progress_state(t)})
 
-                final, episodes = self._train_game(game, agent, optimizer, cfg.train_steps,
-                                                   "train", mine, save, t.report, closing=True)
+                with tqdm(total=cfg.train_steps, desc=f"meta-step {step + 1}: {game}",
+                          unit="env-step", unit_scale=True, leave=False,
+                          disable=not self.study.progress, dynamic_ncols=True) as bar:
+                    final, episodes = self._train_game(game, agent, optimizer, cfg.train_steps,
+                                                       "train", mine, save, t.report,
+                                                       closing=True, bar=bar)
                 assert final is not None
                 t.finish(final)
             if episodes.returns:
@@ -470,9 +478,6 @@ class RLRun(MethodRun):
                 agent.load_state_dict(init, strict=False)
                 optimizer = self.study.optimizer(agent)
                 mine = saved if saved is not None and saved["game"] == game else None
-                if mine is not None:
-                    bar.update(mine["segment"] * cfg.updates_per_segment * cfg.num_envs
-                               * cfg.unroll)
 
                 def save(segment: int, episodes: Episodes, game: str = game,
                          agent: ActorCritic = agent,
@@ -554,8 +559,7 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
             per_seed["score_auc"][str(seed)] = [
                 statistics.fmean(normalise(v, g) for v in raw[(method, seed)][g]) for g in games]
         for metric, values in per_seed.items():
-            pooled = [v for vs in values.values() for v in vs]
-            entry[metric] = {"per_seed": values, "ci": mean_ci(pooled).to_dict()}
+            entry[metric] = {"per_seed": values, "ci": mean_ci(pooled(values)).to_dict()}
         for g in games:
             normed = torch.tensor([[normalise(v, g) for v in raw[(method, s)][g]] for s in seeds],
                                   dtype=torch.float64)
@@ -568,10 +572,8 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
         "methods_config": record["methods"], "steps": grid,
         "random_return": random, "best_return": best, "methods": methods}
     if "leap" in methods and "scratch" in methods:
-        seeds = sorted(set(methods["leap"]["seeds"]) & set(methods["scratch"]["seeds"]))
         summary["difference"] = {
-            metric: paired_difference(
-                [v for s in seeds for v in methods["leap"][metric]["per_seed"][str(s)]],
-                [v for s in seeds for v in methods["scratch"][metric]["per_seed"][str(s)]]
-            ).to_dict() for metric in ("score_auc", "final_score")}
+            metric: paired_groups(methods["leap"][metric]["per_seed"],
+                                  methods["scratch"][metric]["per_seed"]).to_dict()
+            for metric in ("score_auc", "final_score")}
     return summary

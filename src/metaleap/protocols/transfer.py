@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from metaleap import seeding
+from metaleap import seeding, stats
 from metaleap.metalearners import METHODS, Context, SupervisedMetaStep, TaskStream
 from metaleap.models import make_convnet
 from metaleap.protocols.base import (
@@ -45,7 +45,10 @@ from metaleap.tasks import DataError, TaskSet, open_taskset
 from metaleap.tasks.augment import RandomAffine
 from metaleap.tasks.base import Task, batches
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: The metrics of each held-out task, and the method the others are compared with.
+METRICS = ("error_auc", "loss_auc", "test_error")
+REFERENCE = "leap"
 #: The smallest image the convnet's four 2× max-pools accept.
 MIN_IMAGE_SIZE = 16
 
@@ -345,21 +348,28 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
     """``results.json`` of a transfer run: per method, metrics over seeds and tasks.
 
     ``record`` is the run's ``config.json`` (protocol, config, resolved methods). Schema
-    (version 2)::
+    (version 3)::
 
-        {"schema": 2, "protocol": "transfer", "config": {...}, "methods_config": {...},
+        {"schema": 3, "protocol": "transfer", "config": {...}, "methods_config": {...},
          "methods": {METHOD: {
              "seeds": [0, ...], "num_pretrain": N,
              "error_auc" | "loss_auc" | "test_error": {
                  "mean": mean over seeds of the per-seed mean over held-out tasks,
                  "std_seeds": std of the per-seed means (0 with one seed),
                  "std_tasks": std over every (seed, task) value,
-                 "per_seed": {SEED: [value per held-out task]}},
+                 "per_seed": {SEED: [value per held-out task]},
+                 "ci": INTERVAL over every (seed, task) value},
+             "vs_leap": {METRIC: INTERVAL of METHOD − Leap over the (seed, task) pairs both
+                         finished},   # methods other than Leap, when Leap ran
              "tasks": {SEED: [held-out task names]},
              "curve": {"mean": [...], "std": [...]}}}}   # training error, K + 1 points
 
-    Metric values are fractions (0–1); lower is better. The run folder's ``provenance.json``
-    (data identity, versions, device) is added by the caller.
+    An ``INTERVAL`` is :meth:`metaleap.stats.Interval.to_dict`: ``mean``, ``low``, ``high``
+    (95 % Student-t bounds, ``null`` below two values), ``n`` and ``level``. A seed holds out
+    the same tasks in the same order for every method, so the differences are paired. Version
+    2 lacked ``ci`` and ``vs_leap``; the reports recompute both from ``per_seed``, so they read
+    either. Metric values are fractions (0–1); lower is better. The run folder's
+    ``provenance.json`` (data identity, versions, device) is added by the caller.
     """
     methods: dict[str, Any] = {}
     for method in record["config"]["methods"]:
@@ -369,18 +379,24 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs],
                                  "num_pretrain": runs[0]["num_pretrain"],
                                  "tasks": {str(r["seed"]): r["tasks"] for r in runs}}
-        for metric in ("error_auc", "loss_auc", "test_error"):
+        for metric in METRICS:
             per_seed = {str(r["seed"]): r[metric] for r in runs}
             means = [statistics.fmean(v) for v in per_seed.values()]
-            pooled = [x for v in per_seed.values() for x in v]
+            pooled = stats.pooled(per_seed)
             entry[metric] = {"mean": statistics.fmean(means),
                              "std_seeds": statistics.pstdev(means),
-                             "std_tasks": statistics.pstdev(pooled), "per_seed": per_seed}
+                             "std_tasks": statistics.pstdev(pooled), "per_seed": per_seed,
+                             "ci": stats.mean_ci(pooled).to_dict()}
         curves = torch.tensor([c for r in runs for c in r["train_error_curves"]],
                               dtype=torch.float64)
         entry["curve"] = {"mean": curves.mean(0).tolist(),
                           "std": curves.std(0, correction=0).tolist()}
         methods[method] = entry
+    for metric in METRICS:
+        differences = stats.compare({m: e[metric]["per_seed"] for m, e in methods.items()},
+                                    REFERENCE)
+        for method, interval in differences.items():
+            methods[method].setdefault("vs_leap", {})[metric] = interval.to_dict()
     return {"schema": SCHEMA_VERSION, "protocol": record["protocol"],
             "config": record["config"], "methods_config": record["methods"],
             "methods": methods}

@@ -134,7 +134,7 @@ def make_envs(env: str, game: str, num_envs: int, seed: int) -> Any:
     from ale_py import AtariVectorEnv
 
     return AtariVectorEnv(game=game, num_envs=num_envs, reward_clipping=False,
-                          autoreset_mode=same_step, num_threads=1)
+                          autoreset_mode=same_step)
 
 
 def observe(env: str, obs: np.ndarray) -> Tensor:

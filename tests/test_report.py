@@ -1,0 +1,160 @@
+"""The statistics of results.json and the report tables, against hand-computed values; and
+the committed write-up against what the code generates from the committed results."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from metaleap import report
+from metaleap.protocols.transfer import summarize
+
+T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
+T_975_2 = 4.302652729911275   # … 2 degrees of freedom
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def result(method: str, seed: int, error_auc: list[float], test_error: list[float]) -> dict:
+    """One (seed, method) result as a TransferRun writes it (3 held-out tasks per seed)."""
+    return {"method": method, "seed": seed, "num_pretrain": 2,
+            "tasks": [f"s{seed}-t{i}" for i in range(3)], "pretrain_tasks": ["p0", "p1"],
+            "error_auc": error_auc, "loss_auc": [2 * v for v in error_auc],
+            "test_error": test_error, "train_error_curves": [[1.0, v] for v in error_auc],
+            "train_loss_curves": [[2.0, v] for v in error_auc]}
+
+
+LEAP = {0: [0.50, 0.60, 0.70], 1: [0.40, 0.50, 0.60]}
+DIFF = {0: [0.01, 0.02, 0.03], 1: [0.04, 0.05, 0.06]}  # reptile − leap, pair by pair
+
+
+def study() -> tuple[dict, dict]:
+    """config.json and results of leap and reptile (2 seeds) and fomaml (seed 1 only).
+
+    Reptile's results come seed 1 first: pairs must be matched by seed, not by position.
+    """
+    methods = ["leap", "reptile", "fomaml"]
+    record = {"protocol": "transfer",
+              "config": {"methods": methods, "num_pretrain": 2, "data": "synthetic",
+                         "eval_steps": 1, "ways": 5, "seeds": [0, 1]},
+              "methods": {m: {"meta_steps": 3, "meta_batch": 4, "inner_steps": 5}
+                          for m in methods}}
+    results = {"seed0-leap": result("leap", 0, LEAP[0], [0.8, 0.8, 0.8]),
+               "seed1-leap": result("leap", 1, LEAP[1], [0.7, 0.7, 0.7])}
+    for seed in (1, 0):
+        auc = [a + d for a, d in zip(LEAP[seed], DIFF[seed], strict=True)]
+        results[f"seed{seed}-reptile"] = result("reptile", seed, auc, [0.8, 0.7, 0.9])
+    results["seed1-fomaml"] = result("fomaml", 1, [0.4, 0.4, 0.5], [0.6, 0.7, 0.7])
+    return record, results
+
+
+def test_summary_intervals_and_paired_differences_match_hand_values():
+    summary = summarize(*study())
+    assert summary["schema"] == 3
+    leap, reptile, fomaml = (summary["methods"][m] for m in ("leap", "reptile", "fomaml"))
+    # Leap's AUC over its 6 (seed, task) values: mean 0.55, sample variance 0.055 / 5
+    ci = leap["error_auc"]["ci"]
+    half = T_975_5 * math.sqrt(0.055 / 5) / math.sqrt(6)
+    assert (ci["n"], ci["level"]) == (6, 0.95)
+    assert ci["mean"] == pytest.approx(0.55)
+    assert (ci["low"], ci["high"]) == pytest.approx((0.55 - half, 0.55 + half))
+    assert leap["error_auc"]["mean"] == pytest.approx(0.55)
+    assert "vs_leap" not in leap
+    # Reptile − Leap: the differences 0.01 … 0.06 (mean 0.035, sample variance 3.5e-4)
+    diff = reptile["vs_leap"]["error_auc"]
+    half = T_975_5 * math.sqrt(3.5e-4) / math.sqrt(6)
+    assert diff["n"] == 6 and diff["mean"] == pytest.approx(0.035)
+    assert (diff["low"], diff["high"]) == pytest.approx((0.035 - half, 0.035 + half))
+    assert reptile["vs_leap"]["loss_auc"]["mean"] == pytest.approx(0.07)  # loss = 2 × AUC
+    # test error: differences 0, −0.1, 0.1 (seed 0) and 0.1, 0, 0.2 (seed 1)
+    test = reptile["vs_leap"]["test_error"]
+    values = [0.0, -0.1, 0.1, 0.1, 0.0, 0.2]
+    mean = sum(values) / 6
+    half = T_975_5 * math.sqrt(sum((v - mean) ** 2 for v in values) / 5) / math.sqrt(6)
+    assert (test["mean"], test["low"], test["high"]) == pytest.approx(
+        (mean, mean - half, mean + half))
+    # FOMAML finished seed 1 only: paired with Leap's seed 1 alone, 3 pairs
+    diff = fomaml["vs_leap"]["error_auc"]
+    values = [0.0, -0.1, -0.1]
+    mean = sum(values) / 3
+    half = T_975_2 * math.sqrt(sum((v - mean) ** 2 for v in values) / 2) / math.sqrt(3)
+    assert diff["n"] == 3
+    assert (diff["mean"], diff["low"], diff["high"]) == pytest.approx(
+        (mean, mean - half, mean + half))
+
+
+def test_no_differences_without_leap():
+    record, results = study()
+    record["config"]["methods"] = ["reptile", "fomaml"]
+    summary = summarize(record, {k: v for k, v in results.items() if "leap" not in k})
+    assert all("vs_leap" not in e for e in summary["methods"].values())
+    assert report.difference_table(summary) is None
+
+
+def test_report_tables_compute_what_summarize_stores():
+    summary = summarize(*study())
+    for method, entry in summary["methods"].items():
+        for metric in ("error_auc", "loss_auc", "test_error"):
+            assert report.interval(entry, metric).to_dict() == entry[metric]["ci"]
+            if method != "leap":
+                assert (report.differences(summary, metric)[method].to_dict()
+                        == entry["vs_leap"][metric])
+    means = report.table(summary).splitlines()
+    # Leap's test errors 0.8, 0.8, 0.8, 0.7, 0.7, 0.7: mean 0.75, half-width
+    # t · sqrt(0.015 / 5) / sqrt(6) = 0.0575
+    leap_auc = report.interval(summary["methods"]["leap"], "error_auc")
+    assert means[2] == (f"| Leap | {100 * leap_auc.mean:.1f} [{100 * leap_auc.low:.1f}, "
+                        f"{100 * leap_auc.high:.1f}] | 75.0 [69.3, 80.7] | "
+                        f"{2 * leap_auc.mean:.3f} [{2 * leap_auc.low:.3f}, "
+                        f"{2 * leap_auc.high:.3f}] | 3 × 2 × 5 = 30 | 2 × 3 |")
+    # half-widths: Reptile 0.0196 (AUC), 0.1101 (test); FOMAML, 3 pairs, t₂ · 0.0577 / √3
+    assert report.difference_table(summary).splitlines()[4:] == [
+        "| Reptile | 3.5 [1.5, 5.5] Leap better | 5.0 [-6.0, 16.0] spans 0 |",
+        "| FOMAML | -6.7 [-21.0, 7.7] spans 0 | -3.3 [-17.7, 11.0] spans 0 |"]
+
+
+@pytest.mark.parametrize("mean,low,high,word", [(0.02, 0.01, 0.03, "Leap better"),
+                                                (-0.02, -0.03, -0.01, "Leap worse"),
+                                                (0.01, -0.01, 0.03, "spans 0")])
+def test_verdict_says_whether_the_interval_excludes_zero(mean, low, high, word):
+    assert report.verdict(report.Interval(mean, low, high, 6, 0.95)) == word
+
+
+def test_scratch_has_no_meta_training_budget():
+    record, results = study()
+    record["config"]["methods"].append("scratch")
+    record["methods"]["scratch"] = record["methods"]["leap"]
+    results["seed0-scratch"] = result("scratch", 0, LEAP[0], [0.8, 0.8, 0.8])
+    summary = summarize(record, results)
+    assert report.budget(summary, "scratch") == "none"
+    assert report.budget(summary, "leap") == "3 × 2 × 5 = 30"  # meta-batch 4 capped at N = 2
+
+
+# ---------------------------------------------------------------- the committed write-up
+
+
+def test_committed_reports_are_generated_from_the_committed_results():
+    """docs/results/n-*/report.md and docs/results/report.md are what the code writes from the
+    committed results.json (schema 2, intervals computed from per_seed): no hand edits."""
+    summaries = {}
+    for run in sorted(RESULTS.glob("n-*")):
+        summary = json.loads((run / "results.json").read_text())
+        figures = [f for f in report.FIGURES if (run / f).is_file()]
+        expected = "\n".join(report.transfer_lines(summary, figures)) + "\n"
+        assert (run / "report.md").read_text() == expected, run
+        summaries[summary["config"]["num_pretrain"]] = summary
+    expected = "\n".join(report.sweep_lines(dict(sorted(summaries.items())))) + "\n"
+    assert (RESULTS / "report.md").read_text() == expected
+
+
+def test_every_number_the_write_up_quotes_is_in_the_generated_tables():
+    """Each interval and budget in docs/results/README.md is copied from report.md."""
+    write_up = (RESULTS / "README.md").read_text()
+    tables = (RESULTS / "report.md").read_text()
+    quoted = re.findall(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", write_up)
+    quoted += re.findall(r"\d+ × \d+ × \d+ = \d+", write_up)
+    assert len(quoted) > 20
+    assert [q for q in quoted if q not in tables] == []
