@@ -164,6 +164,18 @@ def apply_overrides(cfg: C, overrides: Sequence[str]) -> C:
     return cfg
 
 
+def resolve_preset(config: Callable[..., C], presets: dict[str, dict[str, Any]], preset: str,
+                   overrides: Sequence[str] = (), **fields: Any) -> C:
+    """``presets[preset]``, then ``fields``, then ``key=value`` overrides (``method.key=value``
+    for one method), checked by the config's ``check()``."""
+    if preset not in presets:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
+    cfg = dataclasses.replace(config(**presets[preset]), **fields)  # type: ignore[type-var]
+    cfg = apply_overrides(cfg, overrides)
+    cfg.check()  # type: ignore[attr-defined]
+    return cfg
+
+
 # ---------------------------------------------------------------- value checks
 def at_least(cfg: Any, low: int, *names: str) -> None:
     """Each named integer field is at least ``low``."""

@@ -38,9 +38,9 @@ from metaleap.protocols.base import (
     MethodConfig,
     MethodRun,
     StudyProtocol,
-    apply_overrides,
     at_least,
     positive,
+    resolve_preset,
 )
 from metaleap.stats import mean_ci, paired_groups, pooled
 from metaleap.tasks.games import Game, identity, make_envs, observe, open_games
@@ -184,12 +184,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def resolve_config(preset: str = "minatar", overrides: Sequence[str] = (),
                    **fields: Any) -> RLConfig:
     """A preset, then ``fields``, then ``key=value`` overrides, checked."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    cfg = dataclasses.replace(RLConfig(**PRESETS[preset]), **fields)
-    cfg = apply_overrides(cfg, overrides)
-    cfg.check()
-    return cfg
+    return resolve_preset(RLConfig, PRESETS, preset, overrides, **fields)
 
 
 # ------------------------------------------------------------------------ the agent

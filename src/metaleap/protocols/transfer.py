@@ -36,9 +36,9 @@ from metaleap.protocols.base import (
     MethodRun,
     Processes,
     StudyProtocol,
-    apply_overrides,
     at_least,
     positive,
+    resolve_preset,
 )
 from metaleap.protocols.evaluation import Curve, train_task
 from metaleap.tasks import DataError, TaskSet, open_taskset
@@ -154,14 +154,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def resolve_config(preset: str = "omniglot-paper", overrides: Sequence[str] = (),
                    **fields: Any) -> TransferConfig:
-    """A preset, then ``fields``, then ``key=value`` overrides (``method.key=value`` for one
-    method), checked."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    cfg = dataclasses.replace(TransferConfig(**PRESETS[preset]), **fields)
-    cfg = apply_overrides(cfg, overrides)
-    cfg.check()
-    return cfg
+    """A preset, then ``fields``, then ``key=value`` overrides, checked."""
+    return resolve_preset(TransferConfig, PRESETS, preset, overrides, **fields)
 
 
 def sweep_configs(preset: str, overrides: Sequence[str], ns: str,
