@@ -153,6 +153,18 @@ def test_leap_meta_gradient_in_the_a2c_loop_matches_the_reference():
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_non_finite_loss_stops_the_game_in_one_line():
+    from metaleap.protocols.base import DivergedError
+
+    study = rl.RLStudy(rl.resolve_config("tiny"))
+    agent = study.agent("breakout", 0, 0)
+    with torch.no_grad():
+        agent.value.bias.fill_(float("nan"))
+    with pytest.raises(DivergedError, match="breakout is not finite at update 1"):
+        rl.a2c_segment(agent, study.optimizer(agent), study.cfg, study.games["breakout"], 2, 0,
+                       seeding.generator(0, "test"), rl.Episodes(), 0)
+
+
 def test_moving_average_by_hand():
     steps, returns = [10, 20, 30, 40], [1.0, 3.0, 5.0, 7.0]
     assert rl.moving_average(steps, returns, [5, 20, 35, 50], window=2, before=-1.0) == [

@@ -35,6 +35,7 @@ from metaleap.protocols.base import (
     ONE_PROCESS,
     CheckpointError,
     ConfigError,
+    DivergedError,
     MethodConfig,
     MethodRun,
     StudyProtocol,
@@ -213,7 +214,8 @@ def a2c_segment(agent: ActorCritic, optimizer: torch.optim.Optimizer, cfg: RLCon
     """Train ``agent`` on fresh environments of ``game`` for ``updates`` A2C updates.
 
     Each update plays ``unroll`` steps in every environment, bootstraps the discounted
-    returns from the value of the last observation, and descends
+    returns from the value of the last observation (an episode that ended, or was cut at
+    its time limit, bootstraps nothing), and descends
     ``policy loss + value_cost · value loss − entropy_cost · entropy``. ``report(loss)`` sees
     each update's loss after the gradient is clipped, just before ``optimizer.step()``.
     Finished episodes are added to ``episodes`` (their end counted from ``steps_before``).
@@ -266,6 +268,9 @@ def a2c_segment(agent: ActorCritic, optimizer: torch.optim.Optimizer, cfg: RLCon
             loss = (-(torch.stack(log_probs) * advantage.detach()).mean()
                     + cfg.value_cost * advantage.pow(2).mean()
                     - cfg.entropy_cost * torch.stack(entropies).mean())
+            if not torch.isfinite(loss):
+                raise DivergedError(f"the A2C loss of {game.name} is not finite at update "
+                                    f"{update + 1} of a segment: lower lr or max_grad_norm")
             if not counted:  # the closing rollout gives f(θ^K); no step
                 return loss.detach()
             optimizer.zero_grad(set_to_none=True)
