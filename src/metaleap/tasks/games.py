@@ -18,10 +18,8 @@ Nothing here knows about learning; the environments' randomness comes from the s
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,19 +48,6 @@ class Game:
     obs_shape: tuple[int, int, int]
 
 
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """MinAtar logs a warning at import when seaborn (for rendering only) is missing; keep it
-    and the root logger's implicit configuration out of the user's console."""
-    root = logging.getLogger()
-    handler = logging.NullHandler()
-    root.addHandler(handler)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-
-
 def _require(env: str) -> None:
     for package in PACKAGES[env]:
         try:
@@ -76,9 +61,8 @@ def _require(env: str) -> None:
 def _minatar_env_id(game: str) -> str:
     """The gymnasium id MinAtar registers for ``game`` (v1: the minimal action set)."""
     import gymnasium as gym
+    from minatar.gym import register_envs
 
-    with _quiet_root_logger():
-        from minatar.gym import register_envs
     env_id = f"MinAtar/{game.title().replace('_', '')}-v1"
     if env_id not in gym.registry:
         register_envs()
