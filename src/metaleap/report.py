@@ -204,7 +204,7 @@ def provenance_line(summary: dict[str, Any]) -> str:
     sessions = provenance.get("sessions") or [{}]
     kind = data.get("kind", "data")
     ident = (data.get("key") or data.get("files_sha256", "")[:16]
-             or ", ".join(f"{k} {v}" for k, v in data.get("packages", {}).items())
+             or "with " + ", ".join(f"{k} {v}" for k, v in data.get("packages", {}).items())
              or "unrecorded")
     tasks = data.get("alphabets") or data.get("games") or []
     where = ", ".join(sorted({f"{s.get('device', '?')} ({s.get('device_name', '?')})"
@@ -402,12 +402,8 @@ def rl_report(run: Path, summary: dict[str, Any]) -> list[str]:
         for metric, name in RL_METRICS:
             d = Interval(**summary["difference"][metric])
             lines.append(f"| all games: {name} | {d.format(100.0, 1)} | {verdict(d)} |")
-        for i, game in enumerate(cfg["heldout"]):
-            for metric, name in RL_METRICS:
-                leap, scratch = (methods[m][metric]["per_seed"] for m in ("leap", "scratch"))
-                d = stats.paired_difference([leap[k][i] for k in leap if k in scratch],
-                                            [scratch[k][i] for k in leap if k in scratch])
-                lines.append(f"| {game}: {name} | {d.format(100.0, 1)} | {verdict(d)} |")
+        lines += [f"| {game}: {name} | {d.format(100.0, 1)} | {verdict(d)} |"
+                  for game, name, d in rl_game_differences(summary)]
         lines += ["", "**Reading.** " + rl_reading(summary)]
     lines += ["", "Intervals are 95 % Student-t over the (seed, game) pairs, or over seeds for "
               "one game; with few seeds they are wide.", "", provenance_line(summary), ""]
@@ -415,6 +411,18 @@ def rl_report(run: Path, summary: dict[str, Any]) -> list[str]:
 
 
 RL_METRICS = (("score_auc", "score AUC"), ("final_score", "final score"))
+
+
+def rl_game_differences(summary: dict[str, Any]) -> list[tuple[str, str, Interval]]:
+    """(game, metric name, Leap − random initialization over seeds) for every held-out game."""
+    methods, out = summary["methods"], []
+    for i, game in enumerate(summary["config"]["heldout"]):
+        for metric, name in RL_METRICS:
+            leap, scratch = (methods[m][metric]["per_seed"] for m in ("leap", "scratch"))
+            common = [k for k in leap if k in scratch]
+            out.append((game, name, stats.paired_difference([leap[k][i] for k in common],
+                                                            [scratch[k][i] for k in common])))
+    return out
 
 
 def rl_reading(summary: dict[str, Any]) -> str:
@@ -430,6 +438,18 @@ def rl_reading(summary: dict[str, Any]) -> str:
             sentences.append(f"The {name} difference, {d.format(100.0, 1)} points, spans 0: "
                              "this study does not show Leap and random initialization apart "
                              f"on {name}.")
+    if len(summary["config"]["heldout"]) > 1:
+        per_game = rl_game_differences(summary)
+        resolved = [f"{game} {name} ({d.format(100.0, 1)}, {verdict(d)})"
+                    for game, name, d in per_game if d.excludes_zero]
+        tests = len(per_game)
+        chance = 1 - 0.95 ** tests
+        sentences.append(
+            f"Per game, {len(resolved)} of {tests} intervals exclude 0"
+            + (f": {'; '.join(resolved)}" if resolved else "")
+            + f". With {tests} intervals, at least one would exclude 0 by chance with "
+            f"probability {100 * chance:.0f} % if they were independent and there were no "
+            "effect.")
     return " ".join(sentences)
 
 
