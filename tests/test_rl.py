@@ -219,3 +219,27 @@ def test_missing_dependency_names_the_install_command(tmp_path: Path, capsys,
                  str(tmp_path / "run")]) == 2
     assert "contradicts --preset minatar" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_summary_scores_by_hand():
+    """Window 2 at steps 50 and 100; random policy 1, best moving average 6 (Leap's)."""
+    cfg = {**rl.resolve_config("tiny").to_dict(), "heldout": ["g"], "eval_steps": 100,
+           "curve_points": 2, "window": 2}
+    record = {"protocol": "rl", "config": cfg, "methods": {}}
+
+    def result(method, steps, returns):
+        return {"method": method, "seed": 0, "games": {"g": {
+            "steps": steps, "returns": returns, "random_return": 1.0}}}
+
+    summary = rl.summarize(record, {
+        "a": result("leap", [10, 40, 60, 90], [1.0, 3.0, 5.0, 7.0]),  # averages 2, then 6
+        "b": result("scratch", [30, 80], [2.0, 2.0])})                   # averages 2, then 2
+    assert summary["steps"] == [50, 100] and summary["best_return"] == {"g": 6.0}
+    leap, scratch = summary["methods"]["leap"], summary["methods"]["scratch"]
+    assert leap["score_auc"]["per_seed"]["0"] == [pytest.approx(0.6)]   # (0.2 + 1.0) / 2
+    assert leap["final_score"]["per_seed"]["0"] == [pytest.approx(1.0)]
+    assert leap["final_return"]["per_seed"]["0"] == [6.0]
+    assert scratch["score_auc"]["per_seed"]["0"] == [pytest.approx(0.2)]
+    assert leap["curves"]["g"]["mean"] == [pytest.approx(0.2), pytest.approx(1.0)]
+    assert summary["difference"]["score_auc"]["mean"] == pytest.approx(0.4)
+    assert summary["difference"]["final_score"]["mean"] == pytest.approx(0.8)
