@@ -191,7 +191,8 @@ def test_settings_methods_and_holdouts_are_checked():
                                (["holdout=fashion_mnist"], "not among datasets"),
                                (["datasets=mnist"], "at least two"),
                                (["datasets=mnist,nope"], "unknown data set"),
-                               (["hat.s_max=0.5"], "s_max must be at least 1")]:
+                               (["hat.s_max=0.5"], "s_max must be at least 1"),
+                               (["hat.meta_steps=3"], "with no meta-steps")]:
         with pytest.raises(ConfigError, match=message):
             P.resolve_config("tiny", overrides)
     with pytest.raises(ConfigError, match="unknown method"):

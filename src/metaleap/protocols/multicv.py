@@ -164,6 +164,11 @@ class MultiCVConfig(MethodConfig):
             except ConfigError as e:
                 raise ConfigError(f"{method}: {e}") from None
             self.options(method)
+        moot = [f"{m}.{k}" for m in SEQUENTIAL for k in ("meta_steps", "meta_patience")
+                if k in self.per_method.get(m, {})]
+        if moot:
+            raise ConfigError(f"{', '.join(moot)}: Progressive Nets and HAT learn each "
+                              "pretraining data set once, with no meta-steps")
 
     def without(self, missing: dict[str, str]) -> MultiCVConfig:
         """This config on the data sets not in ``missing`` (name → why it is missing)."""
