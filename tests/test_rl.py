@@ -51,6 +51,13 @@ def test_tiny_minatar_study_meta_trains_evaluates_and_reports(straight: Path):
         assert (straight / png).stat().st_size > 0
 
 
+def test_progress_bars_count_meta_steps_and_environment_steps(tmp_path: Path, capsys):
+    assert main(["rl", "--preset", "tiny", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "leap seed 0: 100%" in err and "2/2 [" in err  # the meta-steps
+    assert "meta-step 2: freeway" in err and "leap seed 0 held-out" in err  # env steps
+
+
 def test_theta0_is_the_encoder_and_heads_are_fresh_per_game(straight: Path):
     from safetensors.torch import load_file
 

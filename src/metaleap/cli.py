@@ -13,7 +13,7 @@ import torch
 
 from metaleap import distributed
 from metaleap.devices import DeviceError, describe, resolve_device, set_threads
-from metaleap.protocols import rl
+from metaleap.protocols import multicv, rl
 from metaleap.protocols.base import (
     CheckpointError,
     ConfigError,
@@ -88,8 +88,8 @@ def _flags(args: argparse.Namespace, out: Path, resume: bool) -> tuple[bool, boo
     return resume, args.overwrite
 
 
-def _run(study: TransferStudy | rl.RLStudy, out: Path, args: argparse.Namespace, resume: bool,
-         overwrite: bool) -> Path | None:
+def _run(study: TransferStudy | rl.RLStudy | multicv.MultiCVStudy, out: Path,
+         args: argparse.Namespace, resume: bool, overwrite: bool) -> Path | None:
     """Run ``study`` into the folder ``out``; rank 0 writes it and its report (returned)."""
     processes = study.processes
     config, identity = study.config_record(), study.data_identity()
@@ -186,9 +186,27 @@ def cmd_rl(args: argparse.Namespace) -> None:
         print(f"report and plots in {report.parent}")
 
 
+def cmd_multicv(args: argparse.Namespace) -> None:
+    if distributed.launched():
+        raise ConfigError("metaleap multicv runs in one process: start it without torchrun")
+    fields = {"holdout": [h for h in args.holdout.split(",") if h]} if args.holdout else {}
+    cfg = multicv.resolve_config(args.preset, args.overrides, **fields)
+    set_threads(args.threads)
+    study = multicv.MultiCVStudy(cfg, resolve_device(args.device), args.allow_missing)
+    for name, why in study.left_out.items():
+        print(f"metaleap: running without {name}: {why}", file=sys.stderr)
+    report = _run(study, Path(args.out), args, args.resume, args.overwrite)
+    if report is not None:
+        print(report.read_text())
+        print(f"report and plots in {report.parent}")
+
+
 def cmd_settings(args: argparse.Namespace) -> None:
     if args.protocol == "rl":
         print(describe_settings(_rl_config(args)))
+    elif args.protocol == "multicv":
+        print(describe_settings(multicv.resolve_config(args.preset or "multicv-small",
+                                                       args.overrides)))
     else:
         print(describe_settings(resolve_config(args.preset or "omniglot-paper", args.overrides,
                                                **_fields(args))))
@@ -253,12 +271,40 @@ def parser() -> argparse.ArgumentParser:
                         help="also log scalars for TensorBoard into OUT/tensorboard")
     rl_cmd.set_defaults(func=cmd_rl)
 
+    mcv = sub.add_parser("multicv", help="leave one data set out (SPEC §2.2)")
+    mcv.add_argument("--holdout", metavar="NAME|all",
+                     help="the held-out data set(s), comma-separated, or all (default: the "
+                          "preset's; multicv-small: all)")
+    mcv.add_argument("--preset", default="multicv-small", choices=sorted(multicv.PRESETS),
+                     help="starting configuration (default multicv-small: about 45 minutes on "
+                          "one core; multicv-paper: the paper's budget; tiny: seconds)")
+    mcv.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1, "
+                     "methods=leap,hat, leap.meta_lr=0.01, hat.s_max=400 (repeatable; see "
+                     "settings --protocol multicv)")
+    mcv.add_argument("--out", default="runs/multicv", help="run folder (default runs/multicv)")
+    mcv.add_argument("--resume", action="store_true", help="continue the run in --out")
+    mcv.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    mcv.add_argument("--device", default="auto",
+                     help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
+    mcv.add_argument("--threads", type=int, help="torch CPU threads")
+    mcv.add_argument("--no-progress", action="store_true", help="no progress bars")
+    mcv.add_argument("--allow-missing", action="store_true",
+                     help="run without the data sets that are not installed (they are listed "
+                          "in the report); without it, a missing one stops the command")
+    mcv.add_argument("--tensorboard", action="store_true",
+                     help="also log scalars for TensorBoard into OUT/tensorboard")
+    mcv.set_defaults(func=cmd_multicv)
+
     settings = sub.add_parser("settings", help="every setting of a preset with its meaning "
                               "(global, and METHOD.key per method)")
-    settings.add_argument("--protocol", choices=("transfer", "rl"), default="transfer",
-                          help="whose settings: transfer (default) or rl")
-    settings.add_argument("--preset", choices=sorted(set(PRESETS) | set(rl.PRESETS)),
-                          help="default: omniglot-paper (transfer), minatar (rl)")
+    settings.add_argument("--protocol", choices=("transfer", "rl", "multicv"),
+                          default="transfer", help="whose settings: transfer (default), rl or "
+                          "multicv")
+    settings.add_argument("--preset",
+                          choices=sorted(set(PRESETS) | set(rl.PRESETS) | set(multicv.PRESETS)),
+                          help="default: omniglot-paper (transfer), minatar (rl), "
+                               "multicv-small (multicv)")
     settings.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET), help="as for rl")
     settings.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="as for transfer")

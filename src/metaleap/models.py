@@ -8,6 +8,7 @@ device first, so constructing a model never touches the global RNG.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -95,21 +96,27 @@ class MultiHeadNet(nn.Module):
 
     ``model`` supplies the encoder (the same module object, not a copy) and, through its
     ``head`` (an ``nn.Linear``), the head shape. The ``num_heads`` heads are drawn from
-    ``generator``. ``forward(x, head)`` runs the encoder and head number ``head``.
+    ``generator``; ``widths`` gives each head its own number of outputs (tasks with different
+    numbers of classes, SPEC §2.2), else every head is as wide as ``model.head``.
+    ``forward(x, head)`` runs the encoder and head number ``head``.
     """
 
     def __init__(self, model: nn.Module, num_heads: int,
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None,
+                 widths: Sequence[int] | None = None) -> None:
         super().__init__()
         template = model.head
         if not isinstance(template, nn.Linear):
             raise TypeError("MultiHeadNet needs model.head to be an nn.Linear")
         if num_heads < 1:
             raise ValueError(f"num_heads must be positive, got {num_heads}")
+        widths = [template.out_features] * num_heads if widths is None else list(widths)
+        if len(widths) != num_heads:
+            raise ValueError(f"{len(widths)} head widths for {num_heads} heads")
         self.encoder = model.encoder
         self.heads = nn.ModuleList(
-            nn.Linear(template.in_features, template.out_features, bias=template.bias is not None,
-                      device="meta") for _ in range(num_heads))
+            nn.Linear(template.in_features, width, bias=template.bias is not None,
+                      device="meta") for width in widths)
         self.heads.to_empty(device="cpu")  # drawn on the CPU (the generator's device), then moved
         g = make_generator(0, "heads") if generator is None else generator
         for head in self.heads:

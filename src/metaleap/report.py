@@ -19,18 +19,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from metaleap import stats  # noqa: E402
-from metaleap.metalearners import METHODS  # noqa: E402
-from metaleap.protocols import rl, transfer  # noqa: E402
+from metaleap.metalearners import ALL_METHODS, METHODS  # noqa: E402
+from metaleap.protocols import multicv, rl, transfer  # noqa: E402
 from metaleap.runs import OFFSET, RunError, read_metrics, write_json  # noqa: E402
 from metaleap.stats import Interval, mean_ci  # noqa: E402
 
 
 def label(method: str) -> str:
-    return METHODS[method].label if method in METHODS else method
+    return ALL_METHODS[method].label if method in ALL_METHODS else method
 
 
 def color(method: str) -> str | None:
-    return METHODS[method].color if method in METHODS else None
+    return ALL_METHODS[method].color if method in ALL_METHODS else None
 
 
 def read_record(run: Path) -> dict[str, Any]:
@@ -307,6 +307,113 @@ def sweep_lines(summaries: dict[int, dict[str, Any]]) -> list[str]:
     return lines[:-1]
 
 
+# ------------------------------------------------------------------------------- Multi-CV
+MULTICV_METRICS = (("test_error", "test error"), ("train_error", "train error"),
+                   ("error_auc", "AUC"))
+
+
+def plot_multicv_curves(summary: dict[str, Any], path: Path) -> None:
+    """Training error of each held-out data set against SGD steps, mean and ±1 std over
+    seeds, one panel per data set, one line per method."""
+    holdouts = summary["holdouts"]
+    cols = min(4, len(holdouts))
+    rows = -(-len(holdouts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (holdout, entries) in zip(axes.flat, holdouts.items(), strict=False):
+        for method, e in entries.items():
+            mean, std, every = e["curve"]["mean"], e["curve"]["std"], e["curve"]["every"]
+            steps = [min(every * (i + 1), e["max_steps"]) for i in range(len(mean))]
+            ax.plot(steps, mean, label=label(method), color=color(method), lw=1.2)
+            ax.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
+                            [m + s for m, s in zip(mean, std, strict=True)], alpha=0.12,
+                            color=color(method))
+        ax.set(title=f"held out: {holdout}", xlabel="SGD step", ylim=(0, 1))
+    for ax in axes.flat[len(holdouts):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("training error")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def multicv_tables(summary: dict[str, Any]) -> list[str]:
+    """The paper's Table 1 (per held-out data set and method), the paired differences from
+    Leap, and the means over every held-out data set."""
+    head = " | ".join(f"{name} (%)" for _, name in MULTICV_METRICS)
+    lines = [f"| held out | method | {head} | SGD steps (of at most) | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for holdout, entries in summary["holdouts"].items():
+        for method, e in entries.items():
+            cells = " | ".join(Interval(**e[m]["ci"]).format(100) for m, _ in MULTICV_METRICS)
+            lines.append(f"| {holdout} | {label(method)} | {cells} | "
+                         f"{Interval(**e['steps']['ci']).format(1, 0)} ({e['max_steps']}) | "
+                         f"{len(e['seeds'])} |")
+    diffs = [(h, m, e["vs_leap"]) for h, entries in summary["holdouts"].items()
+             for m, e in entries.items() if "vs_leap" in e]
+    if diffs:
+        lines += ["", "**Paired differences from Leap** (method − Leap on the same seed, "
+                  "percentage points; positive: Leap lower, which is better)", "",
+                  f"| held out | method − Leap | {' | '.join(n for _, n in MULTICV_METRICS)} |",
+                  "|---|---|---|---|---|"]
+        for holdout, method, vs in diffs:
+            cells = " | ".join(f"{Interval(**vs[m]).format(100)} {verdict(Interval(**vs[m]))}"
+                               for m, _ in MULTICV_METRICS)
+            lines.append(f"| {holdout} | {label(method)} | {cells} |")
+    overall = summary["methods"]
+    if len(summary["holdouts"]) > 1 and overall:
+        lines += ["", "**Over every held-out data set** (means over the (held-out data set, "
+                  "seed) pairs; differences paired on them)", "",
+                  f"| method | {head} | − Leap: {' | − Leap: '.join(n for _, n in MULTICV_METRICS)}"
+                  " |", "|---|---|---|---|---|---|---|"]
+        for method, e in overall.items():
+            means = " | ".join(Interval(**e[m]["ci"]).format(100) for m, _ in MULTICV_METRICS)
+            vs = e.get("vs_leap")
+            diff = " | ".join(f"{Interval(**vs[m]).format(100)} {verdict(Interval(**vs[m]))}"
+                              if vs else "" for m, _ in MULTICV_METRICS)
+            lines.append(f"| {label(method)} | {means} | {diff} |")
+    return lines
+
+
+def multicv_report(run: Path, summary: dict[str, Any]) -> list[str]:
+    """The Multi-CV study's report lines and plot."""
+    plot_multicv_curves(summary, run / "heldout_curves.png")
+    cfg, methods = summary["config"], summary["methods_config"]
+    budgets: dict[tuple[int, int], list[str]] = {}
+    for m, c in methods.items():
+        if m in METHODS and METHODS[m].meta_trains:
+            budgets.setdefault((c["meta_steps"], c["meta_patience"]), []).append(label(m))
+    budget = "; ".join(f"{', '.join(names)}: at most {steps} meta-steps, stopping after "
+                       f"{patience} without a lower mean validation error"
+                       for (steps, patience), names in budgets.items())
+    lines = ["# Multi-CV: leave one data set out", "",
+             f"Each held-out data set trained from what each method learned on the other "
+             f"data sets ({', '.join(cfg['datasets'])}). Every task, in pretraining and held "
+             f"out, trains by SGD (lr {cfg['inner_lr']}, cosine-annealed over at most "
+             f"{cfg['max_epochs']} epoch(s), batch {cfg['batch_size']}) and stops after "
+             f"{cfg['patience']} validations (every {cfg['val_every']} steps) without a new "
+             f"best. Pretraining: {budget or 'none'}; Progressive Nets and HAT learn each "
+             "pretraining data set once, in order. Encoder: "
+             f"{cfg['blocks']} conv blocks of {cfg['channels']} channels, a fresh head per data "
+             f"set. Seeds {cfg['seeds']}. Lower is better.", "",
+             *multicv_tables(summary), "",
+             "Errors are those of the final network on the held-out data set's test and "
+             "training splits. AUC is the area under its training-error curve, normalised: the "
+             "mean training error over the most steps the data set allows, steps after early "
+             f"stopping counted at the last error. Means with {100 * LEVEL:.0f} % Student-t "
+             "intervals over seeds (one held-out run per seed: with 3 seeds they are wide); "
+             "a verdict needs the interval of the difference to exclude 0.", ""]
+    if summary.get("left_out"):
+        lines += ["Left out (not installed): " + "; ".join(
+            f"{name}: {why}" for name, why in summary["left_out"].items()), ""]
+    data = (summary.get("provenance") or {}).get("data") or {}
+    if data.get("datasets"):
+        lines += ["Data: " + "; ".join(f"{name} ({d['num_classes']} classes, {d['images']:,} "
+                                       f"images; {d['source']})"
+                                       for name, d in data["datasets"].items()) + ".", ""]
+    return lines + ["![held-out training curves](heldout_curves.png)"]
+
+
 # ------------------------------------------------------------------------------- RL
 def _interval(entry: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
     return Interval(**entry).format(scale, digits)
@@ -454,5 +561,6 @@ def rl_reading(summary: dict[str, Any]) -> str:
 
 
 #: How each protocol turns its (seed, method) results into ``results.json``, and its report.
-PROTOCOLS = {"transfer": transfer.summarize, "rl": rl.summarize}
-REPORTS = {"transfer": transfer_report, "rl": rl_report}
+PROTOCOLS = {"transfer": transfer.summarize, "rl": rl.summarize,
+             "multicv": multicv.summarize}
+REPORTS = {"transfer": transfer_report, "rl": rl_report, "multicv": multicv_report}

@@ -49,6 +49,9 @@ class Context:
     """the inner SGD learning rate (finetuning pretrains its own network with it)"""
     exclude: Exclude = ()
     """per-task parameters (names or a predicate), e.g. a fresh output head: never in θ⁰"""
+    num_classes: tuple[int, ...] = ()
+    """each pretraining task's number of classes when tasks differ (finetuning sizes its
+    heads by it); empty: every task has the model's head width"""
 
 
 DEFAULT_CONTEXT = Context()

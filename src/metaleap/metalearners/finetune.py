@@ -48,8 +48,8 @@ class Finetune(MetaLearner):
         model: a network with an ``encoder`` and an ``nn.Linear`` ``head`` (e.g.
             :class:`~metaleap.models.ConvNet`); its encoder is trained in place.
         options: :class:`FinetuneOptions`.
-        context: ``num_tasks`` heads, drawn from the stream ``(seed, "finetune-heads")``;
-            the pretraining SGD runs at ``inner_lr``.
+        context: ``num_tasks`` heads (``num_classes`` wide, when given), drawn from the
+            stream ``(seed, "finetune-heads")``; the pretraining SGD runs at ``inner_lr``.
     """
 
     name, label, color = "finetune", "Finetuning (multi-head)", "tab:blue"
@@ -61,7 +61,8 @@ class Finetune(MetaLearner):
         super().__init__()
         options = options or FinetuneOptions()
         self.net = MultiHeadNet(model, context.num_tasks,
-                                generator(context.seed, "finetune-heads"))
+                                generator(context.seed, "finetune-heads"),
+                                widths=context.num_classes or None)
         # the pretraining SGD steps the network whose encoder is handed on: the meta-optimizer
         self.meta_optimizer = torch.optim.SGD(self.net.parameters(), lr=context.inner_lr,
                                               momentum=options.momentum)

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from metaleap.leap import Contribution
-from metaleap.metalearners import METHODS, MetaLearner, make_options
+from metaleap.metalearners import ALL_METHODS, MetaLearner, make_options
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -86,7 +86,7 @@ def describe_settings(cfg: Any) -> str:
     for method in cfg.methods:
         options = cfg.options(method)
         option_docs = field_docs(type(options))
-        lines += ["", f"# {METHODS[method].label}"]
+        lines += ["", f"# {ALL_METHODS[method].label}"]
         lines += [f"{method}.{k} = {getattr(cfg.for_method(method), k)!r}"
                   for k in cfg.PER_METHOD]
         lines += [f"{method}.{f.name} = {getattr(options, f.name)!r}  # "
@@ -96,7 +96,7 @@ def describe_settings(cfg: Any) -> str:
 
 def option_fields(method: str) -> dict[str, Any]:
     """The default options of ``method`` as a dict."""
-    return dataclasses.asdict(METHODS[method].Options())
+    return dataclasses.asdict(ALL_METHODS[method].Options())
 
 
 class MethodConfig:
@@ -141,7 +141,7 @@ def apply_overrides(cfg: C, overrides: Sequence[str]) -> C:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         method, dot, sub = key.partition(".")
         if dot:
-            if method not in METHODS:
+            if method not in ALL_METHODS:
                 raise ConfigError(f"--set {key}: unknown method {method!r}")
             options = option_fields(method)
             per_method = cfg.PER_METHOD  # type: ignore[attr-defined]
@@ -258,10 +258,10 @@ class Store(Protocol):
 class MethodRun(ABC):
     """One method on one seed, as a protocol defines it; the trainer drives it.
 
-    ``learner`` holds every tensor that changes (a checkpoint is its state, its extra state
-    and the step count: random streams derive from (seed, purpose, step, task), so nothing
-    else is needed to resume). ``meta_steps``, ``eval_every`` and ``checkpoint_every`` set
-    the schedule.
+    ``learner`` holds every tensor that changes (a checkpoint is its state, its extra state,
+    the run's :meth:`state` and the step count: random streams derive from (seed, purpose,
+    step, task), so nothing else is needed to resume). ``meta_steps``, ``eval_every`` and
+    ``checkpoint_every`` set the schedule; :meth:`stopped` may end it early.
     """
 
     method: str
@@ -290,6 +290,22 @@ class MethodRun(ABC):
     @abstractmethod
     def export_metadata(self) -> dict[str, str]:
         """Metadata stored with the exported initialization (safetensors header)."""
+
+    def state(self) -> dict[str, Any]:
+        """The run's own state beside the learner's (plain data, checkpointed with it), e.g.
+        an early-stopping counter; none by default."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state` from a checkpoint; a run that keeps none refuses some."""
+        if state:
+            raise CheckpointError(f"checkpoints/{self.key}.pt holds run state this protocol "
+                                  "never saves")
+
+    def stopped(self) -> bool:
+        """Whether meta-training ends before ``meta_steps`` (early stopping); the trainer asks
+        after every meta-step."""
+        return False
 
     def save_progress(self, step: int, progress: dict[str, Any]) -> None:
         """Checkpoint ``progress`` (plain tensors and data) inside meta-step ``step`` (or the

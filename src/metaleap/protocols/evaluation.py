@@ -45,8 +45,10 @@ def auc(curve: list[float]) -> float:
 
 
 @torch.no_grad()
-def error_rate(model: nn.Module, x: Tensor, y: Tensor, chunk: int = 500) -> float:
-    """Classification error of ``model`` (in its current train/eval mode) on ``(x, y)``."""
+def error_rate(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, chunk: int = 500
+               ) -> float:
+    """Classification error of ``model`` (a network in its current train/eval mode, or any
+    function giving logits) on ``(x, y)``."""
     wrong = sum(int((model(x[i:i + chunk]).argmax(1) != y[i:i + chunk]).sum())
                 for i in range(0, len(y), chunk))
     return wrong / len(y)

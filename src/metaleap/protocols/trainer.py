@@ -3,9 +3,10 @@
 It resumes from the store's checkpoint (a protocol with long meta-steps also saves progress
 inside them: :meth:`MethodRun.resume_progress`), logs a validation record before the first
 meta-step and every ``eval_every`` steps, stops with :class:`DivergedError` when the
-initialization stops being finite, checkpoints every ``checkpoint_every`` steps, then
-evaluates and exports the initialization. A run that finished is read back from the store and
-not run again.
+initialization stops being finite, checkpoints every ``checkpoint_every`` steps (with the
+run's own :meth:`MethodRun.state`), ends meta-training early when :meth:`MethodRun.stopped`
+says so, then evaluates and exports the initialization. A run that finished is read back
+from the store and not run again.
 """
 
 from __future__ import annotations
@@ -28,25 +29,30 @@ from metaleap.protocols.base import (
 def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]:
     """Meta-train ``run`` (resuming from ``store``), evaluate it and return its result."""
     learner, key = run.learner, run.key
-    start, progress = 0, None
+    start, saved = 0, None
     state = store.load_state(key)
     if state is not None:
         try:
             learner.load_state_dict(state["module"])
             learner.load_extra_state(state["extra"])
+            run.load_state(state["extra"].get("run", {}))
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"checkpoints/{key}.pt does not fit {run.method} ({first}): delete it to "
                 "restart this (seed, method) from scratch") from None
-        start, progress = int(state["step"]), state["extra"].get("progress")
+        start, saved = int(state["step"]), state["extra"].get("progress")
 
-    def save_progress(step: int, progress: dict[str, Any]) -> None:
+    def extra() -> dict[str, Any]:
+        own = run.state()
+        return {**learner.extra_state(), **({"run": own} if own else {})}
+
+    def save_progress(step: int, inside: dict[str, Any]) -> None:
         store.save_state(key, {"step": step, "module": learner.state_dict(),
-                               "extra": {**learner.extra_state(), "progress": progress}})
+                               "extra": {**extra(), "progress": inside}})
 
     run.save_progress = save_progress
-    run.resume_progress(progress)
+    run.resume_progress(saved)
     steps = run.meta_steps if learner.meta_trains else 0
     if start == 0 and steps:
         _validate(run, store, 0)
@@ -64,11 +70,14 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
                    "step": step + 1, "seconds": time.perf_counter() - began, **metrics})
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if isinstance(v, float)},
                         refresh=False)
-        if (step + 1) % run.eval_every == 0 or step + 1 == steps:
+        stop = run.stopped()
+        if (step + 1) % run.eval_every == 0 or step + 1 == steps or stop:
             _validate(run, store, step + 1)
+        if stop:
+            break
         if (step + 1) % run.checkpoint_every == 0 and step + 1 < steps:
             store.save_state(key, {"step": step + 1, "module": learner.state_dict(),
-                                   "extra": learner.extra_state()})
+                                   "extra": extra()})
     init = learner.initialization()
     result = run.evaluate(init, progress)
     store.export_initialization(key, init, run.export_metadata())
