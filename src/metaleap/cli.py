@@ -37,24 +37,30 @@ PAPER_NS = "1,3,5,10,15,20,25"
 EXPECTED = (CheckpointError, ConfigError, DataError, DeviceError, DivergedError, RunError)
 
 
-def _study_arguments(p: argparse.ArgumentParser, preset: str) -> None:
+def _run_arguments(p: argparse.ArgumentParser, out: str) -> None:
+    """The flags every study command shares: device, threads, run folder and its handling."""
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", default=out, help=f"run folder (default {out})")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log scalars for TensorBoard into OUT/tensorboard")
+
+
+def _study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
     p.add_argument("--preset", default=preset, choices=sorted(PRESETS),
                    help=f"starting configuration (default {preset})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. meta_steps=50, seeds=0,1,2, "
                         "maml.inner_steps=5, leap.metric=energy (repeatable)")
     p.add_argument("--data", help="'glyphs' (default) or 'omniglot:PATH' (the standard layout)")
-    p.add_argument("--device", default="auto",
-                   help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="under torchrun: seconds a collective waits for the other ranks "
                         "(default 600)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also log scalars for TensorBoard into OUT/tensorboard")
+    _run_arguments(p, out)
 
 
 def _fields(args: argparse.Namespace) -> dict[str, object]:
@@ -235,20 +241,17 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="a few-minute transfer study on glyph alphabets")
-    _study_arguments(demo, "demo")
-    demo.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
+    _study_arguments(demo, "demo", "runs/demo")
     demo.set_defaults(func=cmd_demo)
 
     transfer = sub.add_parser("transfer", help="one transfer study (SPEC §2.1)")
-    _study_arguments(transfer, "omniglot-paper")
-    transfer.add_argument("--out", required=True, help="run folder")
+    _study_arguments(transfer, "omniglot-paper", "runs/transfer")
     transfer.set_defaults(func=cmd_transfer)
 
     sweep = sub.add_parser("sweep", help="the study over several N (AUC against N)")
-    _study_arguments(sweep, "omniglot-paper")
+    _study_arguments(sweep, "omniglot-paper", "runs/sweep")
     sweep.add_argument("--ns", default=PAPER_NS, help=f"numbers of pretraining tasks "
                                                       f"(default {PAPER_NS})")
-    sweep.add_argument("--out", required=True, help="sweep folder (one run per N inside)")
     sweep.set_defaults(func=cmd_sweep)
 
     rl_cmd = sub.add_parser("rl", help="Leap across games with an actor-critic (SPEC §2.3)")
@@ -260,15 +263,7 @@ def parser() -> argparse.ArgumentParser:
     rl_cmd.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1,2, "
                         "heldout=breakout, leap.meta_lr=0.5 (repeatable; see settings)")
-    rl_cmd.add_argument("--device", default="auto",
-                        help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
-    rl_cmd.add_argument("--threads", type=int, help="torch CPU threads")
-    rl_cmd.add_argument("--out", default="runs/rl", help="run folder (default runs/rl)")
-    rl_cmd.add_argument("--resume", action="store_true", help="continue the run in --out")
-    rl_cmd.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    rl_cmd.add_argument("--no-progress", action="store_true", help="no progress bars")
-    rl_cmd.add_argument("--tensorboard", action="store_true",
-                        help="also log scalars for TensorBoard into OUT/tensorboard")
+    _run_arguments(rl_cmd, "runs/rl")
     rl_cmd.set_defaults(func=cmd_rl)
 
     mcv = sub.add_parser("multicv", help="leave one data set out (SPEC §2.2)")
@@ -282,18 +277,10 @@ def parser() -> argparse.ArgumentParser:
                      metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1, "
                      "methods=leap,hat, leap.meta_lr=0.01, hat.s_max=400 (repeatable; see "
                      "settings --protocol multicv)")
-    mcv.add_argument("--out", default="runs/multicv", help="run folder (default runs/multicv)")
-    mcv.add_argument("--resume", action="store_true", help="continue the run in --out")
-    mcv.add_argument("--overwrite", action="store_true", help="replace what --out holds")
-    mcv.add_argument("--device", default="auto",
-                     help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
-    mcv.add_argument("--threads", type=int, help="torch CPU threads")
-    mcv.add_argument("--no-progress", action="store_true", help="no progress bars")
     mcv.add_argument("--allow-missing", action="store_true",
                      help="run without the data sets that are not installed (they are listed "
                           "in the report); without it, a missing one stops the command")
-    mcv.add_argument("--tensorboard", action="store_true",
-                     help="also log scalars for TensorBoard into OUT/tensorboard")
+    _run_arguments(mcv, "runs/multicv")
     mcv.set_defaults(func=cmd_multicv)
 
     settings = sub.add_parser("settings", help="every setting of a preset with its meaning "
