@@ -54,3 +54,9 @@ def test_groups_pair_by_key_and_position_and_compare_with_a_reference():
     out = compare({"ref": b, "a": a, "late": {"7": [1.0]}}, "ref")
     assert list(out) == ["a"] and out["a"] == diff
     assert compare({"a": a}, "ref") == {}
+
+
+def test_negated_interval_reads_the_difference_the_other_way_round():
+    d = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert ((-d).mean, (-d).low, (-d).high) == (-d.mean, -d.high, -d.low)
+    assert (-mean_ci([3.0])).low is None

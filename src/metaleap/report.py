@@ -375,6 +375,40 @@ def multicv_tables(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def multicv_reading(summary: dict[str, Any]) -> str:
+    """Plain sentences, generated from the tables: where Leap has the lowest mean test error
+    (the paper's Table 1 claim), what the pooled differences resolve, and how many of the
+    per-data-set intervals would exclude 0 by chance."""
+    holdouts = summary["holdouts"]
+    best = {h: min(entries, key=lambda m: entries[m]["test_error"]["ci"]["mean"])
+            for h, entries in holdouts.items()}
+    leads = [h for h, m in best.items() if m == "leap"]
+    others = "; ".join(f"{h}: {label(m)}" for h, m in best.items() if m != "leap")
+    sentences = [f"Leap has the lowest mean test error on {len(leads)} of {len(holdouts)} "
+                 "held-out data sets (the paper: all but one)"
+                 + (f"; elsewhere the lowest is {others}." if others else ".")]
+    pooled = {m: Interval(**e["vs_leap"]["test_error"]) for m, e in summary["methods"].items()
+              if e.get("vs_leap")}
+    if len(holdouts) > 1 and pooled:
+        for side, what in (("Leap better", "lower"), ("Leap worse", "higher")):
+            names = [f"{label(m)}'s by {(d if d.mean > 0 else -d).format(100)}"
+                     for m, d in pooled.items() if verdict(d) == side]
+            if names:
+                sentences.append(f"Over every held-out data set, Leap's test error is {what} "
+                                 f"than {', '.join(names)} points.")
+        unresolved = [label(m) for m, d in pooled.items() if not d.excludes_zero]
+        if unresolved:
+            sentences.append(f"Against {', '.join(unresolved)} the pooled test-error "
+                             "difference spans 0.")
+    count = sum(len(MULTICV_METRICS) for entries in holdouts.values()
+                for e in entries.values() if "vs_leap" in e)
+    if count:
+        sentences.append(f"The per-data-set table holds {count} intervals of differences; at "
+                         f"{100 * LEVEL:.0f} % about {round(count * (1 - LEVEL))} of them would "
+                         "exclude 0 by chance if no method differed.")
+    return " ".join(sentences)
+
+
 def multicv_report(run: Path, summary: dict[str, Any]) -> list[str]:
     """The Multi-CV study's report lines and plot."""
     plot_multicv_curves(summary, run / "heldout_curves.png")
@@ -396,7 +430,7 @@ def multicv_report(run: Path, summary: dict[str, Any]) -> list[str]:
              "pretraining data set once, in order. Encoder: "
              f"{cfg['blocks']} conv blocks of {cfg['channels']} channels, a fresh head per data "
              f"set. Seeds {cfg['seeds']}. Lower is better.", "",
-             *multicv_tables(summary), "",
+             *multicv_tables(summary), "", "**Reading.** " + multicv_reading(summary), "",
              "Errors are those of the final network on the held-out data set's test and "
              "training splits. AUC is the area under its training-error curve, normalised: the "
              "mean training error over the most steps the data set allows, steps after early "

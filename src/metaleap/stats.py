@@ -40,6 +40,11 @@ class Interval:
         """Whether the interval lies entirely on one side of zero (a supported difference)."""
         return self.low is not None and (self.low > 0 or self.high < 0)  # type: ignore[operator]
 
+    def __neg__(self) -> Interval:
+        """The interval of the negated quantity (a difference read the other way round)."""
+        return Interval(-self.mean, None if self.high is None else -self.high,
+                        None if self.low is None else -self.low, self.n, self.level)
+
     def format(self, scale: float = 1.0, digits: int = 1) -> str:
         """``mean [low, high]`` scaled (e.g. by 100 for percentages)."""
         if self.low is None or self.high is None:
