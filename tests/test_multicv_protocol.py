@@ -82,6 +82,10 @@ def test_every_method_runs_and_the_report_has_the_table(straight: Path):
     for text in ("| held out | method | test error (%) | train error (%) | AUC (%)",
                  "Progressive Nets", "HAT", "Paired differences from Leap", "toy_b (4 classes"):
         assert text in report
+    best = min(cell, key=lambda m: cell[m]["test_error"]["ci"]["mean"])
+    leads = int(best == "leap")
+    assert f"Leap has the lowest mean test error on {leads} of 1 held-out data sets" in report
+    assert "The per-data-set table holds 18 intervals of differences" in report  # 6 × 3
     assert (straight / "heldout_curves.png").stat().st_size > 0
     records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().split("\n")
                if line]
