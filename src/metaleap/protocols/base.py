@@ -308,19 +308,10 @@ class MethodRun(ABC):
         return False
 
     def save_progress(self, step: int, progress: dict[str, Any]) -> None:
-        """Checkpoint ``progress`` (plain tensors and data) inside meta-step ``step`` (or the
-        evaluation, with ``step`` the meta-steps run), with the learner's state; the trainer
-        sets this before the first meta-step."""
+        """Checkpoint ``progress`` (plain tensors and data) as the run's state inside
+        meta-step ``step`` (or the evaluation, with ``step`` the meta-steps run), with the
+        learner's; on resume :meth:`load_state` receives it. The trainer sets this."""
         raise RuntimeError("save_progress is set by the trainer (metaleap.protocols.trainer)")
-
-    def resume_progress(self, progress: dict[str, Any] | None) -> None:
-        """Continue from ``progress`` saved by :meth:`save_progress` (None: nothing to resume).
-
-        Protocols whose meta-steps are short never save progress inside one, so this default
-        refuses a checkpoint that holds some."""
-        if progress is not None:
-            raise CheckpointError(f"checkpoints/{self.key}.pt holds progress inside a "
-                                  "meta-step, which this protocol never saves: delete it")
 
 
 class StudyProtocol(ABC):

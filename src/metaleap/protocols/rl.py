@@ -369,17 +369,17 @@ class RLRun(MethodRun):
         self.meta_steps, self.eval_every, self.checkpoint_every = cfg.meta_steps, 1, 1
         self.pending: dict[str, Any] | None = None
 
-    def resume_progress(self, progress: dict[str, Any] | None) -> None:
-        if progress is not None and progress.get("phase") not in ("meta", "eval"):
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Progress saved inside the meta-step or the evaluation the checkpoint stopped in."""
+        if state and state.get("phase") not in ("meta", "eval"):
             raise CheckpointError(f"checkpoints/{self.key}.pt holds progress of another kind")
-        self.pending = progress
+        self.pending = state or None
 
-    def _take(self, phase: str, step: int) -> dict[str, Any] | None:
-        """The saved progress of this phase and meta-step, if the run stopped inside it."""
+    def _take(self, phase: str) -> dict[str, Any] | None:
+        """The saved progress of ``phase``, if the run stopped inside it (then it is the
+        meta-step or evaluation the trainer resumes first)."""
         progress, self.pending = self.pending, None
-        if progress is None or progress["phase"] != phase or progress["step"] != step:
-            return None
-        return progress
+        return progress if progress is not None and progress["phase"] == phase else None
 
     def _train_game(self, game: str, agent: ActorCritic, optimizer: torch.optim.Optimizer,
                     total: int, purpose: str, progress: dict[str, Any] | None,
@@ -422,7 +422,7 @@ class RLRun(MethodRun):
     def meta_step(self, step: int) -> dict[str, float]:
         cfg, learner = self.cfg, self.learner
         games = self.study.meta_batch(cfg, self.seed, step)
-        progress = self._take("meta", step)
+        progress = self._take("meta")
         start = progress["game"] if progress else 0
         if progress is not None and progress["segment"] == 0:
             learner.load_progress_state(progress["learner"])
@@ -440,7 +440,7 @@ class RLRun(MethodRun):
                          agent: ActorCritic = agent,
                          optimizer: torch.optim.Optimizer = optimizer) -> None:
                     self.save_progress(step, {
-                        "phase": "meta", "step": step, "game": j, "segment": segment,
+                        "phase": "meta", "game": j, "segment": segment,
                         "agent": agent.state_dict(), "optimizer": optimizer.state_dict(),
                         "episodes": episodes.state(), "learner": learner.progress_state(t)})
 
@@ -455,7 +455,7 @@ class RLRun(MethodRun):
             if episodes.returns:
                 scores[f"return_{game}"] = statistics.fmean(episodes.returns[-cfg.window:])
             if j + 1 < len(games):
-                self.save_progress(step, {"phase": "meta", "step": step, "game": j + 1,
+                self.save_progress(step, {"phase": "meta", "game": j + 1,
                                           "segment": 0, "learner": learner.progress_state()})
         return {**learner.meta_update(), **scores}
 
@@ -464,7 +464,7 @@ class RLRun(MethodRun):
 
     def evaluate(self, init: dict[str, Tensor], progress: bool) -> dict[str, Any]:
         cfg, step = self.cfg, self.trained_steps
-        saved = self._take("eval", step)
+        saved = self._take("eval")
         done: dict[str, Any] = dict(saved["done"]) if saved else {}
         bar = tqdm(total=len(cfg.heldout) * cfg.eval_steps, desc=f"{self.method} seed "
                    f"{self.seed} held-out", unit="env-step", unit_scale=True,
@@ -483,7 +483,7 @@ class RLRun(MethodRun):
                          agent: ActorCritic = agent,
                          optimizer: torch.optim.Optimizer = optimizer) -> None:
                     self.save_progress(step, {
-                        "phase": "eval", "step": step, "game": game, "segment": segment,
+                        "phase": "eval", "game": game, "segment": segment,
                         "done": done, "agent": agent.state_dict(),
                         "optimizer": optimizer.state_dict(), "episodes": episodes.state()})
 

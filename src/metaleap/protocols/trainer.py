@@ -1,7 +1,7 @@
 """The generic meta-trainer: every protocol's (seed, method) runs go through :func:`train`.
 
 It resumes from the store's checkpoint (a protocol with long meta-steps also saves progress
-inside them: :meth:`MethodRun.resume_progress`), logs a validation record before the first
+inside them: :meth:`MethodRun.save_progress`), logs a validation record before the first
 meta-step and every ``eval_every`` steps, stops with :class:`DivergedError` when the
 initialization stops being finite, checkpoints every ``checkpoint_every`` steps (with the
 run's own :meth:`MethodRun.state`), ends meta-training early when :meth:`MethodRun.stopped`
@@ -29,7 +29,7 @@ from metaleap.protocols.base import (
 def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]:
     """Meta-train ``run`` (resuming from ``store``), evaluate it and return its result."""
     learner, key = run.learner, run.key
-    start, saved = 0, None
+    start = 0
     state = store.load_state(key)
     if state is not None:
         try:
@@ -41,7 +41,7 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
             raise CheckpointError(
                 f"checkpoints/{key}.pt does not fit {run.method} ({first}): delete it to "
                 "restart this (seed, method) from scratch") from None
-        start, saved = int(state["step"]), state["extra"].get("progress")
+        start = int(state["step"])
 
     def extra() -> dict[str, Any]:
         own = run.state()
@@ -49,10 +49,9 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
 
     def save_progress(step: int, inside: dict[str, Any]) -> None:
         store.save_state(key, {"step": step, "module": learner.state_dict(),
-                               "extra": {**extra(), "progress": inside}})
+                               "extra": {**learner.extra_state(), "run": inside}})
 
     run.save_progress = save_progress
-    run.resume_progress(saved)
     steps = run.meta_steps if learner.meta_trains else 0
     if start == 0 and steps:
         _validate(run, store, 0)
