@@ -8,14 +8,15 @@ device first, so constructing a model never touches the global RNG.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from metaleap.seeding import generator as make_generator
 
-__all__ = ["ActorCritic", "ConvNet", "MultiHeadNet", "init_linear", "make_convnet"]
+__all__ = ["ActorCritic", "ConvNet", "MultiHeadNet", "init_linear", "init_modules",
+           "make_convnet"]
 
 
 @torch.no_grad()
@@ -29,6 +30,21 @@ def init_linear(layer: nn.Linear | nn.Conv2d, generator: torch.Generator) -> Non
         fan_in = layer.weight[0].numel()
         bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
         nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+
+
+@torch.no_grad()
+def init_modules(module: nn.Module, generator: torch.Generator,
+                 other: Callable[[nn.Module], None] | None = None) -> None:
+    """Draw every conv and linear layer of ``module`` from ``generator`` (:func:`init_linear`)
+    and reset every BatchNorm (deterministic), in module order; ``other`` sees every other
+    submodule, in the same order (to draw weights of a layer type of its own)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            init_linear(m, generator)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.reset_parameters()  # ones, zeros and fresh running statistics
+        elif other is not None:
+            other(m)
 
 
 class ConvNet(nn.Module):
@@ -73,11 +89,7 @@ class ConvNet(nn.Module):
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Redraw every weight from ``generator``; BatchNorm to (γ=1, β=0), fresh statistics."""
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                init_linear(m, generator)
-            elif isinstance(m, nn.BatchNorm2d):
-                m.reset_parameters()  # deterministic: ones, zeros and the running statistics
+        init_modules(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
@@ -157,9 +169,7 @@ class ActorCritic(nn.Module):
         self.value = nn.Linear(features, 1, device="meta")
         self.to_empty(device="cpu")
         with torch.no_grad():
-            for m in self.encoder.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    init_linear(m, generator)
+            init_modules(self.encoder, generator)
             init_linear(self.policy, head_generator)
             init_linear(self.value, head_generator)
 

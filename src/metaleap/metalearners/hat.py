@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaleap.metalearners.sequential import SequentialLearner, SequentialTask, check_index
-from metaleap.models import init_linear
+from metaleap.models import init_modules
 from metaleap.seeding import generator as make_generator
 
 #: cosh(s e) is evaluated with s e clipped to this magnitude (float32 range).
@@ -96,11 +96,7 @@ class HAT(SequentialLearner):
         self.to_empty(device="cpu")
         g = make_generator(seed, "hat")
         with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    init_linear(m, g)
-                elif isinstance(m, nn.BatchNorm2d):
-                    m.reset_parameters()
+            init_modules(self, g)
             for e in self.embeddings:
                 e.normal_(generator=g)
             self.used.zero_()

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from metaleap.metalearners.sequential import SequentialLearner, SequentialTask, check_index
-from metaleap.models import init_linear
+from metaleap.models import init_modules
 from metaleap.seeding import generator as make_generator
 
 
@@ -117,14 +117,12 @@ class ProgressiveNets(SequentialLearner):
                                      for k, c in enumerate(self.num_classes))
         self.to_empty(device="cpu")
         g = make_generator(seed, "progressive")
-        with torch.no_grad():
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    init_linear(m, g)
-                elif isinstance(m, nn.BatchNorm2d):
-                    m.reset_parameters()
-                elif isinstance(m, _Adapter):
-                    m.alpha.uniform_(0, options.alpha, generator=g)
+
+        def draw_alpha(m: nn.Module) -> None:
+            if isinstance(m, _Adapter):
+                m.alpha.uniform_(0, options.alpha, generator=g)
+
+        init_modules(self, g, draw_alpha)
 
     def forward(self, x: Tensor, column: int) -> Tensor:
         """Logits of task ``column``; the earlier columns run without gradients."""
