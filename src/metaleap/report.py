@@ -449,10 +449,6 @@ def multicv_report(run: Path, summary: dict[str, Any]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- RL
-def _interval(entry: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
-    return Interval(**entry).format(scale, digits)
-
-
 def plot_rl_curves(summary: dict[str, Any], path: Path) -> None:
     """Paper Fig. 3: normalised score (moving average) against environment steps per
     held-out game, mean and ±2 std over seeds, one line per initialization."""
@@ -523,8 +519,8 @@ def rl_report(run: Path, summary: dict[str, Any]) -> list[str]:
              "seeds × games |", "|---|---|---|---|"]
     for method, e in methods.items():
         name = "Random init." if method == "scratch" else label(method)
-        lines.append(f"| {name} | {_interval(e['score_auc']['ci'])} | "
-                     f"{_interval(e['final_score']['ci'])} | {len(e['seeds'])} × "
+        lines.append(f"| {name} | {Interval(**e['score_auc']['ci']).format(100)} | "
+                     f"{Interval(**e['final_score']['ci']).format(100)} | {len(e['seeds'])} × "
                      f"{len(e['games'])} |")
     lines += ["", "| game | random policy | " + " | ".join(
         f"{'Random init.' if m == 'scratch' else label(m)}: final return" for m in methods)

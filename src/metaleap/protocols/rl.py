@@ -114,12 +114,17 @@ class RLConfig(MethodConfig):
         return dataclasses.asdict(self)
 
     @property
+    def update_steps(self) -> int:
+        """Environment steps per update: ``num_envs × unroll``."""
+        return self.num_envs * self.unroll
+
+    @property
     def updates_per_segment(self) -> int:
-        return max(1, self.segment_steps // (self.num_envs * self.unroll))
+        return max(1, self.segment_steps // self.update_steps)
 
     def updates(self, steps: int) -> int:
         """Updates (of ``num_envs × unroll`` environment steps each) in ``steps``."""
-        return steps // (self.num_envs * self.unroll)
+        return steps // self.update_steps
 
     def check(self) -> None:
         """Reject impossible settings before any environment is built."""
@@ -139,7 +144,7 @@ class RLConfig(MethodConfig):
             raise ConfigError("gamma must lie in [0, 1] and rms_alpha in (0, 1)")
         if self.entropy_cost < 0 or self.value_cost < 0 or self.max_grad_norm < 0:
             raise ConfigError("entropy_cost, value_cost and max_grad_norm must be ≥ 0")
-        batch = self.num_envs * self.unroll
+        batch = self.update_steps
         for name in ("train_steps", "eval_steps", "segment_steps"):
             if getattr(self, name) < batch:
                 raise ConfigError(f"{name} = {getattr(self, name)} is less than one update "
@@ -399,17 +404,17 @@ class RLRun(MethodRun):
             optimizer.load_state_dict(progress["optimizer"])
             episodes, first = Episodes.from_state(progress["episodes"]), progress["segment"]
             if bar is not None:
-                bar.update(first * per * cfg.num_envs * cfg.unroll)
+                bar.update(first * per * cfg.update_steps)
         final = None
         for s in range(first, segments):
             n = min(per, updates - s * per)
             env_seed = seeding.derive_seed(self.seed, purpose, game, s) % 2**31
             final = a2c_segment(agent, optimizer, cfg, info, n, env_seed,
                                 seeding.generator(self.seed, purpose + "-actions", game, s),
-                                episodes, s * per * cfg.num_envs * cfg.unroll, report,
+                                episodes, s * per * cfg.update_steps, report,
                                 closing=closing and s + 1 == segments)
             if bar is not None:
-                bar.update(n * cfg.num_envs * cfg.unroll)
+                bar.update(n * cfg.update_steps)
             if s + 1 < segments:
                 save(s + 1, episodes)
         return final, episodes
