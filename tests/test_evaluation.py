@@ -3,11 +3,13 @@ each against values computed by hand."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import Tensor, nn
 
-from metaleap.protocols.evaluation import auc, error_rate, train_task
+from metaleap.protocols.evaluation import Curve, auc, error_rate, train_task
 from metaleap.tasks.base import Task, batches
 
 
@@ -70,7 +72,7 @@ def test_train_task_records_theta_0_to_theta_k_and_the_test_error_at_theta_k(ste
     curve = train_task(make_model, init, task, steps, lr, batch_size,
                        torch.Generator().manual_seed(7), None)
 
-    losses, errors = [], []
+    losses, errors, moves = [], [], []
     stream = batches(task, batch_size, steps + 1, torch.Generator().manual_seed(7))
     w, b = w.float().double(), b.float().double()
     for i, (x, y) in enumerate(stream):
@@ -78,7 +80,9 @@ def test_train_task_records_theta_0_to_theta_k_and_the_test_error_at_theta_k(ste
         losses.append(loss)
         errors.append(error)
         if i < steps:
-            w, b = w - lr * gw, b - lr * gb
+            new_w, new_b = w - lr * gw, b - lr * gb
+            moves.append(torch.cat([(new_w - w).flatten(), new_b - b]).norm().item())
+            w, b = new_w, new_b
     test_logits = task.test_x.flatten(1).double() @ w.T + b
     test_error = (test_logits.argmax(1) != task.test_y).double().mean().item()
 
@@ -88,3 +92,16 @@ def test_train_task_records_theta_0_to_theta_k_and_the_test_error_at_theta_k(ste
     assert curve.test_error == test_error
     assert curve.error_auc == pytest.approx(auc(errors), abs=1e-7)
     assert curve.loss_auc == pytest.approx(auc(losses), rel=1e-5)
+    assert curve.step_norms == pytest.approx(moves, rel=1e-5)
+    assert curve.path_length == pytest.approx(
+        sum(math.hypot(d, f1 - f0) for d, f0, f1 in zip(moves, losses[:-1], losses[1:],
+                                                         strict=True)), rel=1e-5)
+
+
+def test_path_length_is_the_length_of_the_parameter_and_loss_path():
+    """Σ_i ‖(θ^{i+1} − θ^i, f^{i+1} − f^i)‖: a 3-4-5 step, then a step in θ alone."""
+    curve = Curve(train_error=[1.0, 1.0, 1.0], train_loss=[1.0, 5.0, 5.0], test_error=1.0,
+                  step_norms=[3.0, 2.0])
+    assert curve.path_length == 7.0
+    with pytest.raises(ValueError, match="1 steps for 3 points"):
+        _ = Curve([1.0] * 3, [1.0] * 3, 1.0, step_norms=[1.0]).path_length

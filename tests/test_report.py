@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
-from metaleap import report
+from metaleap import budget, report
 from metaleap.protocols.transfer import summarize
 
 T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
@@ -53,7 +54,7 @@ def study() -> tuple[dict, dict]:
 
 def test_summary_intervals_and_paired_differences_match_hand_values():
     summary = summarize(*study())
-    assert summary["schema"] == 3
+    assert summary["schema"] == 4
     leap, reptile, fomaml = (summary["methods"][m] for m in ("leap", "reptile", "fomaml"))
     # Leap's AUC over its 6 (seed, task) values: mean 0.55, sample variance 0.055 / 5
     ci = leap["error_auc"]["ci"]
@@ -150,11 +151,25 @@ def test_committed_reports_are_generated_from_the_committed_results():
     assert (RESULTS / "report.md").read_text() == expected
 
 
-def test_every_number_the_write_up_quotes_is_in_the_generated_tables():
-    """Each interval and budget in docs/results/README.md is copied from report.md."""
-    write_up = (RESULTS / "README.md").read_text()
-    tables = (RESULTS / "report.md").read_text()
+@pytest.mark.parametrize("folder", [RESULTS, RESULTS / "budget"])
+def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path):
+    """Each interval and budget in a write-up (README.md) is copied from its report.md."""
+    write_up = (folder / "README.md").read_text()
+    tables = (folder / "report.md").read_text()
     quoted = re.findall(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", write_up)
     quoted += re.findall(r"\d+ × \d+ × \d+ = \d+", write_up)
     assert len(quoted) > 20
     assert [q for q in quoted if q not in tables] == []
+
+
+def test_committed_budget_report_is_generated_from_the_committed_results(tmp_path: Path):
+    """docs/results/budget: report.md and results.json are what `metaleap report` writes from
+    the committed run folders (config.json and results.json of each)."""
+    committed = RESULTS / "budget"
+    for run in (p for p in committed.iterdir() if (p / "config.json").is_file()):
+        (tmp_path / run.name).mkdir()
+        for name in ("config.json", "results.json"):
+            shutil.copy(run / name, tmp_path / run.name / name)
+    budget.write_budget_report(tmp_path)
+    for name in ("report.md", "results.json"):
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name

@@ -24,6 +24,7 @@ def test_mean_ci_level_and_single_value():
     one = mean_ci([3.0])
     assert (one.mean, one.low, one.high) == (3.0, None, None)
     assert one.format() == "3.0" and not one.excludes_zero
+    assert (-mean_ci([-0.01, 0.01])).format() == "0.0 [-0.1, 0.1]"  # never "-0.0"
     with pytest.raises(ValueError, match="at least one"):
         mean_ci([])
     with pytest.raises(ValueError, match="level"):

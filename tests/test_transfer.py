@@ -178,7 +178,8 @@ KILLER = textwrap.dedent("""
 
 @pytest.mark.parametrize("kill_at", [4, 9])
 def test_resume_after_kill_is_bit_identical(tmp_path: Path, kill_at: int):
-    overrides = ["methods=leap,finetune", "meta_steps=4", "checkpoint_every=2", "eval_every=3"]
+    overrides = ["methods=leap,finetune", "meta_steps=4", "checkpoint_every=2", "eval_every=3",
+                 "heldout_at=1,3"]  # held-out evaluations on both sides of a checkpoint
     run_study(tmp_path / "straight", overrides)
     code = KILLER.format(tests=str(Path(__file__).parent), threads=torch.get_num_threads(),
                          kill_at=kill_at,
@@ -284,7 +285,7 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
                  "heldout_curves.png", "meta_training.png"):
         assert (out / name).is_file(), name
     summary = json.loads((out / "results.json").read_text())
-    assert summary["schema"] == 3 and summary["protocol"] == "transfer"
+    assert summary["schema"] == 4 and summary["protocol"] == "transfer"
     assert summary["config"]["data"] == data
     assert summary["methods_config"]["leap"]["metric"] == "length"
     data_id = summary["provenance"]["data"]
@@ -293,11 +294,12 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
     session = summary["provenance"]["sessions"][0]
     assert session["device"] == "cpu" and session["torch"] == torch.__version__
     leap = summary["methods"]["leap"]
-    assert set(leap) >= {"error_auc", "loss_auc", "test_error", "curve", "seeds", "tasks"}
+    assert set(leap) >= {"error_auc", "loss_auc", "test_error", "path_length", "curve", "seeds",
+                         "tasks"}
     assert set(leap["error_auc"]) == {"mean", "std_seeds", "std_tasks", "per_seed", "ci"}
     assert "vs_leap" not in leap
     assert set(summary["methods"]["reptile"]["vs_leap"]) == {"error_auc", "loss_auc",
-                                                             "test_error"}
+                                                             "test_error", "path_length"}
     report = (out / "report.md").read_text()
     assert "| Reptile |" in report and "**Paired differences from Leap**" in report
     (out / "report.md").unlink()
@@ -311,6 +313,17 @@ def test_cli_transfer_report_and_sweep(tmp_path: Path, omniglot: Path, capsys):
     assert "## N = 1" in text and "## N = 2" in text and "| Leap |" in text
     points = json.loads((sweep / "sweep.json").read_text())
     assert set(points["leap"]) == {"1", "2"} and "vs_leap" in points["scratch"]["2"]
+
+
+def test_cli_demo_ends_with_the_sentences_its_numbers_support(tmp_path: Path, omniglot: Path,
+                                                             capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--preset", "tiny", "--data", f"omniglot:{omniglot}", "--out", str(out),
+                 "--no-progress", "--set", "methods=leap,finetune,scratch"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == (out / "report.md").read_text().strip().splitlines()[-1]
+    assert re.fullmatch(r"Leap learns the held-out tasks .* from no pretraining .*\. "
+                        r"Leap learns the held-out tasks .* from finetuning .*\.", last)
 
 
 @pytest.mark.parametrize("args,message", [

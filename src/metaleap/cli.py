@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from metaleap import distributed
+from metaleap.budget import write_budget_report
 from metaleap.devices import DeviceError, describe, resolve_device, set_threads
 from metaleap.protocols import multicv, rl
 from metaleap.protocols.base import (
@@ -136,10 +137,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     study = TransferStudy(cfg, _open_data(cfg, processes), device, processes)
     resume = args.resume or ((out / "config.json").is_file() and not args.overwrite)
     report = _run(study, out, args, *_flags(args, out, resume))
-    if report is not None:
+    if report is not None:  # the report ends with the sentences that say what it shows
+        plots = [str(p) for p in sorted(report.parent.glob("*.png"))]
+        print(f"Plots: {', '.join(plots)}\n")
         print(report.read_text())
-        print(f"Plots: {report.parent / 'heldout_curves.png'}, "
-              f"{report.parent / 'meta_training.png'}")
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -220,7 +221,12 @@ def cmd_settings(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     path = Path(args.dir)
-    report = write_report(path) if (path / "config.json").is_file() else write_sweep_report(path)
+    if (path / "config.json").is_file():
+        report = write_report(path)
+    elif any(path.glob("n-*/config.json")) or not any(path.glob("*/config.json")):
+        report = write_sweep_report(path)
+    else:
+        report = write_budget_report(path)
     print(report.read_text())
 
 
@@ -298,7 +304,8 @@ def parser() -> argparse.ArgumentParser:
     settings.add_argument("--data", help="as for transfer")
     settings.set_defaults(func=cmd_settings)
 
-    report = sub.add_parser("report", help="rebuild tables and plots of a run or sweep")
+    report = sub.add_parser("report", help="rebuild tables and plots of a run, a sweep or a "
+                            "budget study (a folder of runs with heldout_at)")
     report.add_argument("dir")
     report.set_defaults(func=cmd_report)
 

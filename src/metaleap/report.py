@@ -82,6 +82,11 @@ NOTE = (
     "narrow. Meta-training SGD steps, per method and seed: meta-steps × tasks per "
     "meta-step × inner steps.")
 
+PATH_NOTE = (
+    "Path length: Σ_i ‖(θ^{i+1} − θ^i, f^{i+1} − f^i)‖ of the held-out training, the quantity "
+    "Leap shortens on its pretraining tasks; a task that barely learns takes a short path too, "
+    "so read it beside the AUC.")
+
 
 def interval(entry: dict[str, Any], metric: str) -> Interval:
     """One method's mean of ``metric`` over its (seed, task) values, with its interval."""
@@ -111,30 +116,90 @@ def budget(summary: dict[str, Any], method: str) -> str:
             f"{cfg['meta_steps'] * tasks * cfg['inner_steps']}")
 
 
+def metrics_of(summary: dict[str, Any]) -> list[str]:
+    """The transfer metrics every method of ``summary`` holds (schema 3 and earlier lack the
+    path length)."""
+    return [m for m in transfer.METRICS
+            if all(m in e for e in summary["methods"].values())]
+
+
+#: How the tables show each metric: its name, scale and digits (errors in %).
+SHOWN = {"error_auc": ("train-error AUC", 100, 1), "test_error": ("test error", 100, 1),
+         "path_length": ("path length", 1, 2), "loss_auc": ("loss AUC", 1, 3)}
+
+
 def table(summary: dict[str, Any]) -> str:
-    """Each method's means with their intervals (percentages; loss AUC in nats)."""
-    rows = ["| method | train-error AUC (%) | test error (%) | loss AUC | meta-training SGD "
-            "steps | seeds × tasks |", "|---|---|---|---|---|---|"]
+    """Each method's means with their intervals (errors in %, loss AUC in nats, path length
+    in parameter-and-loss units)."""
+    shown = [m for m in SHOWN if m in metrics_of(summary)]
+    head = " | ".join(SHOWN[m][0] + (" (%)" if SHOWN[m][1] == 100 else "") for m in shown)
+    rows = [f"| method | {head} | meta-training SGD steps | seeds × tasks |",
+            "|---" * (len(shown) + 3) + "|"]
     for method, e in summary["methods"].items():
         tasks = len(next(iter(e["test_error"]["per_seed"].values())))
-        rows.append(f"| {label(method)} | {interval(e, 'error_auc').format(100)} | "
-                    f"{interval(e, 'test_error').format(100)} | "
-                    f"{interval(e, 'loss_auc').format(digits=3)} | {budget(summary, method)} "
+        cells = " | ".join(interval(e, m).format(*SHOWN[m][1:]) for m in shown)
+        rows.append(f"| {label(method)} | {cells} | {budget(summary, method)} "
                     f"| {len(e['seeds'])} × {tasks} |")
     return "\n".join(rows)
 
 
 def difference_table(summary: dict[str, Any]) -> str | None:
-    """The paired differences from Leap (percentage points), or ``None`` without Leap."""
-    auc, test = differences(summary, "error_auc"), differences(summary, "test_error")
-    if not auc:
+    """The paired differences from Leap (percentage points for errors), or ``None`` without
+    Leap."""
+    shown = [m for m in ("error_auc", "test_error", "path_length") if m in metrics_of(summary)]
+    diffs = {m: differences(summary, m) for m in shown}
+    if not diffs["error_auc"]:
         return None
-    rows = ["**Paired differences from Leap** (method − Leap, percentage points; positive: "
-            "Leap lower, which is better)", "",
-            "| method − Leap | train-error AUC | test error |", "|---|---|---|"]
-    rows += [f"| {label(m)} | {auc[m].format(100)} {verdict(auc[m])} | "
-             f"{test[m].format(100)} {verdict(test[m])} |" for m in auc]
+    rows = ["**Paired differences from Leap** (method − Leap, percentage points for errors; "
+            "positive: Leap lower, which is better)", "",
+            f"| method − Leap | {' | '.join(SHOWN[m][0] for m in shown)} |",
+            "|---" * (len(shown) + 1) + "|"]
+    for method in diffs["error_auc"]:
+        cells = " | ".join(f"{diffs[m][method].format(*SHOWN[m][1:])} "
+                           f"{verdict(diffs[m][method])}" for m in shown)
+        rows.append(f"| {label(method)} | {cells} |")
     return "\n".join(rows)
+
+
+#: How :func:`reading` words Leap's side of a difference: resolved lower, resolved higher, and
+#: unresolved (then shown as Leap − the other).
+PHRASES = {
+    "error_auc": ("learns the held-out tasks faster than {ref} (train-error AUC {x} points "
+                  "lower)", "learns the held-out tasks slower than {ref} (train-error AUC {x} "
+                  "points higher)", "learns the held-out tasks about as fast as {ref} (train-error "
+                  "AUC difference {x} points, spanning 0)"),
+    "path_length": ("along shorter learning paths ({x} shorter)",
+                    "along longer learning paths ({x} longer)",
+                    "along paths of similar length (difference {x}, spanning 0)"),
+    "test_error": ("and ends with a lower test error ({x} points)",
+                   "and ends with a higher test error ({x} points)",
+                   "and ends with a similar test error (difference {x} points, spanning 0)"),
+}
+
+
+def phrase(metric: str, difference: Interval, ref: str) -> str:
+    """Leap's side of ``difference`` (the other method − Leap) in ``metric``, in words."""
+    lower, higher, unresolved = PHRASES[metric]
+    scale, digits = SHOWN[metric][1:]
+    if not difference.excludes_zero:
+        return unresolved.format(ref=ref, x=(-difference).format(scale, digits))
+    if difference.mean > 0:
+        return lower.format(ref=ref, x=difference.format(scale, digits))
+    return higher.format(ref=ref, x=(-difference).format(scale, digits))
+
+
+def reading(summary: dict[str, Any]) -> str:
+    """One plain sentence each on how Leap compares with no pretraining and with finetuning,
+    generated from the paired differences (the demo ends with them)."""
+    shown = [m for m in PHRASES if m in metrics_of(summary)]
+    diffs = {m: differences(summary, m) for m in shown}
+    sentences = []
+    for method, ref in (("scratch", "from no pretraining"), ("finetune", "from finetuning")):
+        if method in diffs["error_auc"]:
+            parts = [phrase(m, diffs[m][method], ref) for m in shown]
+            sentences.append("Leap " + ", ".join(parts[:-1]) + (", " if len(parts) > 2 else " ")
+                             + parts[-1] + ".")
+    return " ".join(sentences)
 
 
 def tables(summary: dict[str, Any]) -> list[str]:
@@ -228,13 +293,15 @@ def transfer_report(run: Path, summary: dict[str, Any]) -> list[str]:
 
 
 def transfer_lines(summary: dict[str, Any], figures: list[str]) -> list[str]:
-    """The transfer study's report: its tables, provenance and ``figures``."""
+    """The transfer study's report: its tables, provenance, ``figures`` and, last, the
+    sentences of :func:`reading`."""
     cfg = summary["config"]
     return [f"# Transfer study: {cfg['data']}, N = {cfg['num_pretrain']} pretraining tasks", "",
             f"Held-out tasks trained for {cfg['eval_steps']} steps from each method's "
             f"initialization ({cfg['ways']}-way, seeds {cfg['seeds']}). Lower is better.", "",
-            *tables(summary), NOTE, "", provenance_line(summary), ""] + [
-        f"![{f}]({f})" for f in figures]
+            *tables(summary), NOTE + (" " + PATH_NOTE if "path_length" in metrics_of(summary)
+                                      else ""), "", provenance_line(summary), "",
+            *[f"![{f}]({f})" for f in figures], *(["", text] if (text := reading(summary)) else [])]
 
 
 def write_sweep_report(sweep: str | Path) -> Path:
@@ -261,14 +328,14 @@ def sweep_points(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
     paired differences from Leap."""
     points: dict[str, Any] = {}
     for n, summary in summaries.items():
-        diffs = {metric: differences(summary, metric) for metric in transfer.METRICS}
+        metrics = metrics_of(summary)
+        diffs = {metric: differences(summary, metric) for metric in metrics}
         for method, e in summary["methods"].items():
             point = {metric: {"per_seed": e[metric]["per_seed"],
-                              "ci": interval(e, metric).to_dict()}
-                     for metric in transfer.METRICS}
+                              "ci": interval(e, metric).to_dict()} for metric in metrics}
             if method in diffs["error_auc"]:
                 point["vs_leap"] = {metric: diffs[metric][method].to_dict()
-                                    for metric in transfer.METRICS}
+                                    for metric in metrics}
             points.setdefault(method, {})[str(n)] = point
     return points
 

@@ -47,10 +47,13 @@ class Interval:
 
     def format(self, scale: float = 1.0, digits: int = 1) -> str:
         """``mean [low, high]`` scaled (e.g. by 100 for percentages)."""
+        def number(value: float) -> str:
+            text = f"{scale * value:.{digits}f}"
+            return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
         if self.low is None or self.high is None:
-            return f"{scale * self.mean:.{digits}f}"
-        return (f"{scale * self.mean:.{digits}f} [{scale * self.low:.{digits}f}, "
-                f"{scale * self.high:.{digits}f}]")
+            return number(self.mean)
+        return f"{number(self.mean)} [{number(self.low)}, {number(self.high)}]"
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:

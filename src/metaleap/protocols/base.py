@@ -18,6 +18,7 @@ import inspect
 import itertools
 import math
 import textwrap
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -131,6 +132,16 @@ class MethodConfig:
                     **dataclasses.asdict(self.options(m))} for m in self.methods}
 
 
+def _example(cfg: Any, key: str) -> Any:
+    """A value of field ``key``'s type: its value, or for an empty list one item of the
+    annotated type (``list[int]`` gives ``[0]``)."""
+    value = getattr(cfg, key)
+    if isinstance(value, list) and not value:
+        args = typing.get_args(typing.get_type_hints(type(cfg))[key])
+        return [args[0]()] if args else value
+    return value
+
+
 def apply_overrides(cfg: C, overrides: Sequence[str]) -> C:
     """``cfg`` with ``key=value`` and ``METHOD.key=value`` overrides applied (parsed, not
     checked: see the config's ``check``)."""
@@ -158,7 +169,7 @@ def apply_overrides(cfg: C, overrides: Sequence[str]) -> C:
             cfg = dataclasses.replace(cfg, per_method=per)  # type: ignore[type-var]
         elif key in names:
             cfg = dataclasses.replace(  # type: ignore[type-var]
-                cfg, **{key: parse_value(text, getattr(cfg, key), key)})
+                cfg, **{key: parse_value(text, _example(cfg, key), key)})
         else:
             raise ConfigError(f"--set {key}: unknown key; known: {', '.join(sorted(names))}")
     return cfg

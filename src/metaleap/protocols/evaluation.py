@@ -2,11 +2,13 @@
 
 Every method is judged by the same procedure: load its initialization into a fresh model,
 train the task for K SGD steps, and record the training error and loss at every step, the
-area under those curves and the final error on the held-out images.
+area under those curves, the length of the learning path and the final error on the held-out
+images.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,11 +20,13 @@ from metaleap.tasks.base import Augment, Task, batches
 
 @dataclass(frozen=True)
 class Curve:
-    """How one task trained: K + 1 points, θ⁰ … θ^K, and the held-out error at θ^K."""
+    """How one task trained: K + 1 points, θ⁰ … θ^K, the K step sizes ‖θ^{i+1} − θ^i‖ and
+    the held-out error at θ^K."""
 
     train_error: list[float]
     train_loss: list[float]
     test_error: float
+    step_norms: list[float]
 
     @property
     def error_auc(self) -> float:
@@ -31,6 +35,16 @@ class Curve:
     @property
     def loss_auc(self) -> float:
         return auc(self.train_loss)
+
+    @property
+    def path_length(self) -> float:
+        """Length of the learning path γ = (θ, f(θ)) that Leap shortens (SPEC §1, p = 1):
+        Σ_i ‖(θ^{i+1} − θ^i, f^{i+1} − f^i)‖₂, with f^i the loss of the batch at θ^i."""
+        if len(self.step_norms) != len(self.train_loss) - 1:
+            raise ValueError(f"{len(self.step_norms)} steps for {len(self.train_loss)} points")
+        losses = self.train_loss
+        return sum(math.hypot(d, b - a)
+                   for d, a, b in zip(self.step_norms, losses[:-1], losses[1:], strict=True))
 
 
 def auc(curve: list[float]) -> float:
@@ -60,14 +74,16 @@ def train_task(make_model: Callable[[], nn.Module], init: dict[str, Tensor], tas
     """Train ``task`` for ``steps`` SGD steps from ``init``; record the curve (SPEC §2.1).
 
     Point i < K is the error and loss of the batch that step i trains on, at θ^i (before the
-    step); point K is one more batch from the same stream, at θ^K. The test error uses the
-    model in eval mode (BatchNorm running statistics of this task).
+    step); point K is one more batch from the same stream, at θ^K. Step i moves θ by
+    lr · ‖∇f‖ (plain SGD). The test error uses the model in eval mode (BatchNorm running
+    statistics of this task).
     """
     model = make_model()
     model.load_state_dict(init, strict=False)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    errors, losses = [], []
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr)
+    errors, losses, norms = [], [], []
     for i, (x, y) in enumerate(batches(task, batch_size, steps + 1, generator, augment)):
         if i == steps:
             with torch.no_grad():
@@ -79,8 +95,11 @@ def train_task(make_model: Callable[[], nn.Module], init: dict[str, Tensor], tas
         losses.append(loss.detach())
         if i < steps:
             loss.backward()
+            norms.append(lr * torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in params])))
             opt.step()
             opt.zero_grad()
     model.eval()
     return Curve(train_error=torch.stack(errors).tolist(), train_loss=torch.stack(losses).tolist(),
-                 test_error=error_rate(model, task.test_x, task.test_y))
+                 test_error=error_rate(model, task.test_x, task.test_y),
+                 step_norms=torch.stack(norms).tolist() if norms else [])

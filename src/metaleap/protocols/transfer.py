@@ -45,9 +45,9 @@ from metaleap.tasks import DataError, TaskSet, open_taskset
 from metaleap.tasks.augment import RandomAffine
 from metaleap.tasks.base import Task, batches
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The metrics of each held-out task, and the method the others are compared with.
-METRICS = ("error_auc", "loss_auc", "test_error")
+METRICS = ("error_auc", "loss_auc", "test_error", "path_length")
 REFERENCE = "leap"
 #: The smallest image the convnet's four 2× max-pools accept.
 MIN_IMAGE_SIZE = 16
@@ -101,6 +101,9 @@ class TransferConfig(MethodConfig):
     """validation curves every this many meta-steps (and before the first)"""
     checkpoint_every: int = 10
     """checkpoint every this many meta-steps"""
+    heldout_at: list[int] = field(default_factory=list)
+    """also evaluate the held-out tasks after these meta-steps (a budget curve from one run;
+    the end is always evaluated)"""
     per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
     """sparse per-method settings: protocol fields above or the method's options"""
 
@@ -122,12 +125,18 @@ class TransferConfig(MethodConfig):
         at_least(self, 2, "ways")
         at_least(self, MIN_IMAGE_SIZE, "image_size")
         positive(self, "eval_lr")
+        if sorted(set(self.heldout_at)) != self.heldout_at:
+            raise ConfigError(f"heldout_at must increase strictly, got {self.heldout_at}")
         for method in self.methods:
             cfg = self.for_method(method)
             try:
                 at_least(cfg, 1, "inner_steps", "meta_batch")
                 at_least(cfg, 0, "meta_steps")
                 positive(cfg, "inner_lr")
+                if self.heldout_at and not 0 < self.heldout_at[0] <= self.heldout_at[-1] \
+                        < cfg.meta_steps:
+                    raise ConfigError(f"heldout_at {self.heldout_at} must lie strictly between "
+                                      f"0 and meta_steps ({cfg.meta_steps})")
             except ConfigError as e:
                 raise ConfigError(f"{method}: {e}") from None
             self.options(method)
@@ -137,14 +146,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's numbers: FOMAML's meta lr 0.5 and MAML's 5 inner steps (SPEC §2.1).
     "omniglot-paper": dict(seeds=list(range(10)), per_method={
         "fomaml": {"meta_lr": 0.5}, "maml": {"inner_steps": 5}}),
-    # `metaleap demo`: about 5 minutes on 2 CPU cores (plus building the glyphs once).
-    "demo": dict(methods=["leap", "reptile", "finetune", "scratch"], num_pretrain=5,
-                 num_heldout=5, num_val=2, meta_batch=5, inner_steps=20, meta_steps=20,
-                 eval_steps=50, eval_every=5, checkpoint_every=5),
+    # `metaleap demo`: the budget study's N = 5, K = 20 runs of seed 0 up to 60 meta-steps,
+    # where Leap is clearly ahead of no pretraining (docs/results/budget); minutes on 2 cores.
+    "demo": dict(methods=["leap", "finetune", "reptile", "scratch"], image_size=16,
+                 num_pretrain=5, num_heldout=5, num_val=0, meta_batch=4, inner_steps=20,
+                 meta_steps=60, checkpoint_every=5),
     # The committed glyph study (docs/results): what this 2-core machine allows in an hour.
     "glyphs-small": dict(seeds=[0, 1], num_heldout=5, num_val=2, meta_batch=4, inner_steps=20,
                          meta_steps=15, eval_steps=50, eval_every=5, checkpoint_every=5,
                          per_method={"fomaml": {"meta_lr": 0.5}, "maml": {"inner_steps": 5}}),
+    # The budget study (docs/results/budget): held-out AUC after 15, 60 and 240 meta-steps of
+    # one run per (method, seed), at 16 px so that this 2-core machine reaches 240 meta-steps.
+    "budget": dict(methods=["leap", "finetune", "reptile", "scratch"], seeds=[0, 1],
+                   image_size=16, num_heldout=5, num_val=0, meta_batch=4, inner_steps=20,
+                   meta_steps=240, heldout_at=[15, 60], checkpoint_every=5),
     # Seconds: for tests and smoke checks.
     "tiny": dict(methods=["leap", "scratch"], num_pretrain=2, num_heldout=2, num_val=1,
                  ways=5, meta_batch=2, inner_steps=3, meta_steps=2, eval_steps=3,
@@ -275,17 +290,18 @@ class TransferStudy(StudyProtocol):
         (seed, purpose, index)) and record its curve; the tasks are shared among processes and
         the curves all-reduced (exactly: each row is one process's values plus zeros)."""
         steps = self.cfg.eval_steps
-        rows = torch.zeros(len(indices), 2 * steps + 3, dtype=torch.float64)
+        rows = torch.zeros(len(indices), 3 * steps + 3, dtype=torch.float64)
         mine = self.processes.share(range(len(indices)))
         for j in tqdm(mine, desc=desc, unit="task", disable=not progress):
             c = train_task(self.model_factory(seed), init, self.task(indices[j], seed), steps,
                            self.cfg.eval_lr, self.cfg.batch_size,
                            seeding.generator(seed, purpose, indices[j]), self.augment)
-            rows[j] = torch.tensor([c.test_error, *c.train_error, *c.train_loss],
-                                   dtype=torch.float64)
+            rows[j] = torch.tensor([c.test_error, *c.train_error, *c.train_loss,
+                                    *c.step_norms], dtype=torch.float64)
         rows = self.processes.all_sum(rows)
-        return [Curve(train_error=r[1:steps + 2].tolist(), train_loss=r[steps + 2:].tolist(),
-                      test_error=float(r[0])) for r in rows]
+        return [Curve(train_error=r[1:steps + 2].tolist(),
+                      train_loss=r[steps + 2:2 * steps + 3].tolist(), test_error=float(r[0]),
+                      step_norms=r[2 * steps + 3:].tolist()) for r in rows]
 
 
 class TransferRun(MethodRun):
@@ -301,13 +317,29 @@ class TransferRun(MethodRun):
         self.step_fn = SupervisedMetaStep(self.learner, model, inner_lr=cfg.inner_lr)
         self.meta_steps, self.eval_every = cfg.meta_steps, cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every
+        #: Held-out metrics after each meta-step of ``heldout_at`` reached so far.
+        self.budget: dict[str, dict[str, list[float]]] = {}
 
     def meta_step(self, step: int) -> dict[str, float]:
         tasks = self.study.meta_batch(self.cfg, self.seed, step)
         if self.learner.interleaved:  # one shared network: every process runs every task
-            return self.step_fn(tasks)
-        processes = self.study.processes
-        return self.step_fn(processes.share(tasks), reduce=processes.reduce)
+            metrics = self.step_fn(tasks)
+        else:
+            processes = self.study.processes
+            metrics = self.step_fn(processes.share(tasks), reduce=processes.reduce)
+        if step + 1 in self.cfg.heldout_at:
+            curves = self.study.train_curves(self.learner.initialization(), self.seed,
+                                             self.split.heldout, "eval")
+            self.budget[str(step + 1)] = {m: [getattr(c, m) for c in curves] for m in METRICS}
+        return metrics
+
+    def state(self) -> dict[str, Any]:
+        return {"budget": self.budget} if self.budget else {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        rest = dict(state)
+        self.budget = rest.pop("budget", {})
+        super().load_state(rest)
 
     def validate(self, step: int) -> dict[str, Any] | None:
         if not self.split.val:
@@ -329,8 +361,10 @@ class TransferRun(MethodRun):
                 "error_auc": [c.error_auc for c in curves],
                 "loss_auc": [c.loss_auc for c in curves],
                 "test_error": [c.test_error for c in curves],
+                "path_length": [c.path_length for c in curves],
                 "train_error_curves": [c.train_error for c in curves],
-                "train_loss_curves": [c.train_loss for c in curves]}
+                "train_loss_curves": [c.train_loss for c in curves],
+                **({"budget": self.budget} if self.cfg.heldout_at else {})}
 
     def export_metadata(self) -> dict[str, str]:
         return {"method": self.method, "seed": str(self.seed),
@@ -342,12 +376,12 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
     """``results.json`` of a transfer run: per method, metrics over seeds and tasks.
 
     ``record`` is the run's ``config.json`` (protocol, config, resolved methods). Schema
-    (version 3)::
+    (version 4)::
 
-        {"schema": 3, "protocol": "transfer", "config": {...}, "methods_config": {...},
+        {"schema": 4, "protocol": "transfer", "config": {...}, "methods_config": {...},
          "methods": {METHOD: {
              "seeds": [0, ...], "num_pretrain": N,
-             "error_auc" | "loss_auc" | "test_error": {
+             "error_auc" | "loss_auc" | "test_error" | "path_length": {
                  "mean": mean over seeds of the per-seed mean over held-out tasks,
                  "std_seeds": std of the per-seed means (0 with one seed),
                  "std_tasks": std over every (seed, task) value,
@@ -356,16 +390,22 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
              "vs_leap": {METRIC: INTERVAL of METHOD − Leap over the (seed, task) pairs both
                          finished},   # methods other than Leap, when Leap ran
              "tasks": {SEED: [held-out task names]},
-             "curve": {"mean": [...], "std": [...]}}}}   # training error, K + 1 points
+             "curve": {"mean": [...], "std": [...]},   # training error, K + 1 points
+             "budget": {META_STEP: {METRIC: {SEED: [value per held-out task]}}}}}}
+                 # with ``heldout_at``, meta-training methods: each of its meta-steps and the
+                 # last, the held-out metrics of the initialization at that meta-step
 
     An ``INTERVAL`` is :meth:`metaleap.stats.Interval.to_dict`: ``mean``, ``low``, ``high``
     (95 % Student-t bounds, ``null`` below two values), ``n`` and ``level``. A seed holds out
     the same tasks in the same order for every method, so the differences are paired. Version
-    2 lacked ``ci`` and ``vs_leap``; the reports recompute both from ``per_seed``, so they read
-    either. Metric values are fractions (0–1); lower is better. The run folder's
+    2 lacked ``ci`` and ``vs_leap``, versions 2 and 3 ``path_length`` and ``budget``; the
+    reports recompute intervals from ``per_seed`` and show what a file holds, so they read
+    each. Errors are fractions (0–1), the path length is in parameter-and-loss units (see
+    :attr:`metaleap.protocols.evaluation.Curve.path_length`); lower is better. The run folder's
     ``provenance.json`` (data identity, versions, device) is added by the caller.
     """
     methods: dict[str, Any] = {}
+    metrics = [m for m in METRICS if all(m in r for r in results.values())]
     for method in record["config"]["methods"]:
         runs = [r for r in results.values() if r["method"] == method]
         if not runs:
@@ -373,7 +413,7 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs],
                                  "num_pretrain": runs[0]["num_pretrain"],
                                  "tasks": {str(r["seed"]): r["tasks"] for r in runs}}
-        for metric in METRICS:
+        for metric in metrics:
             per_seed = {str(r["seed"]): r[metric] for r in runs}
             means = [statistics.fmean(v) for v in per_seed.values()]
             pooled = stats.pooled(per_seed)
@@ -381,12 +421,18 @@ def summarize(record: dict[str, Any], results: dict[str, dict[str, Any]]) -> dic
                              "std_seeds": statistics.pstdev(means),
                              "std_tasks": statistics.pstdev(pooled), "per_seed": per_seed,
                              "ci": stats.mean_ci(pooled).to_dict()}
+        if "budget" in runs[0] and METHODS[method].meta_trains:
+            last = str(record["methods"][method]["meta_steps"])
+            entry["budget"] = {step: {metric: {str(r["seed"]): r["budget"][step][metric]
+                                               for r in runs} for metric in metrics}
+                               for step in runs[0]["budget"]}
+            entry["budget"][last] = {metric: entry[metric]["per_seed"] for metric in metrics}
         curves = torch.tensor([c for r in runs for c in r["train_error_curves"]],
                               dtype=torch.float64)
         entry["curve"] = {"mean": curves.mean(0).tolist(),
                           "std": curves.std(0, correction=0).tolist()}
         methods[method] = entry
-    for metric in METRICS:
+    for metric in metrics:
         differences = stats.compare({m: e[metric]["per_seed"] for m, e in methods.items()},
                                     REFERENCE)
         for method, interval in differences.items():

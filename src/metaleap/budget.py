@@ -1,0 +1,362 @@
+"""The budget study's report: held-out learning against the meta-training budget.
+
+A budget study is a folder of transfer runs (``metaleap transfer --preset budget``), each
+evaluating its initializations on the held-out tasks after the meta-steps of ``heldout_at``
+and at its end. Those evaluations equal the final ones of shorter runs (the streams depend on
+the seed, the task and the meta-step only), so one run per (method, seed) gives a whole curve.
+Runs of one method, N, inner horizon K and options (a Leap ablation is a run whose Leap
+options differ from the defaults) form one :class:`Series`, whatever folder they ran in; a
+method that does not meta-train (no pretraining) is one point at budget 0 per N.
+
+Budgets are counted in inner SGD steps consumed by meta-training: meta-steps × tasks per
+meta-step × K, the x-axis of ``budget.png``. Every interval is a Student-t interval over the
+(seed, held-out task) pairs, and every comparison is paired on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib import ticker
+
+from metaleap import stats
+from metaleap.metalearners import METHODS, make_options
+from metaleap.report import (
+    LEVEL,
+    PATH_NOTE,
+    SHOWN,
+    color,
+    label,
+    load_summary,
+    metrics_of,
+    phrase,
+    provenance_line,
+    verdict,
+    write_report,
+)
+from metaleap.runs import RunError, write_json
+from metaleap.stats import Groups, Interval
+
+SCHEMA_VERSION = 1
+#: The metrics of the budget tables and figure, in their order.
+METRICS = ("error_auc", "test_error", "path_length")
+#: The settings in which the runs of one budget study may differ.
+VARYING = frozenset({"methods", "seeds", "num_pretrain", "inner_steps", "meta_steps",
+                     "heldout_at", "per_method", "checkpoint_every"})
+#: The baselines compared with Leap at every budget.
+BASELINES = ("finetune", "reptile", "scratch")
+
+
+@dataclass
+class Series:
+    """One method at one N, horizon K and set of options: metric values per meta-step."""
+
+    method: str
+    num_pretrain: int
+    inner_steps: int
+    """K (0 for a method that does not meta-train)"""
+    tasks: int
+    """tasks per meta-step"""
+    variant: str
+    """the options that differ from the method's defaults ("" for none)"""
+    points: dict[int, dict[str, Groups]] = field(default_factory=dict)
+    """meta-step → metric → seed → value per held-out task"""
+    heldout: dict[str, list[str]] = field(default_factory=dict)
+    """seed → held-out task names (what pairs values across series)"""
+
+    @property
+    def name(self) -> str:
+        return label(self.method) + (f" ({self.variant})" if self.variant else "")
+
+    def consumed(self, step: int) -> int:
+        """Inner SGD steps of meta-training up to meta-step ``step``."""
+        return step * self.tasks * self.inner_steps
+
+    def interval(self, step: int, metric: str) -> Interval:
+        return stats.mean_ci(stats.pooled(self.points[step][metric]), LEVEL)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**{k: v for k, v in dataclasses.asdict(self).items() if k != "points"},
+                "points": {str(step): {"inner_steps_consumed": self.consumed(step),
+                                       **{m: {"per_seed": v, "ci": self.interval(step, m)
+                                              .to_dict()} for m, v in metrics.items()}}
+                           for step, metrics in self.points.items()}}
+
+
+def variant(method: str, settings: dict[str, Any]) -> str:
+    """The options in a method's resolved settings that differ from its defaults."""
+    defaults = dataclasses.asdict(make_options(method))
+    return ", ".join(f"{k}={settings[k]}" for k, v in defaults.items()
+                     if k in settings and settings[k] != v)
+
+
+def collect(folder: Path) -> list[Series]:
+    """Every series of the transfer runs in ``folder``'s subfolders (their ``results.json``
+    and report are refreshed first), merged over the runs that share one."""
+    merged: dict[tuple[str, int, int, str], Series] = {}
+    shared: tuple[Path, dict[str, Any]] | None = None
+    for run in sorted(p for p in folder.iterdir() if (p / "config.json").is_file()):
+        summary = load_summary(run)
+        if summary.get("protocol") != "transfer" or not summary["methods"]:
+            continue
+        fixed = {k: v for k, v in summary["config"].items() if k not in VARYING}
+        shared = shared or (run, fixed)
+        for key, value in fixed.items():
+            if shared[1].get(key) != value:
+                raise RunError(f"{run}: {key} = {value} but {shared[0].name} has "
+                               f"{shared[1].get(key)}: a budget study's runs differ only in "
+                               f"{', '.join(sorted(VARYING))}")
+        write_report(run)
+        metrics = [m for m in METRICS if m in metrics_of(summary)]
+        if len(metrics) < len(METRICS):
+            raise RunError(f"{run}: its results lack {set(METRICS) - set(metrics)}; "
+                           "rerun it with this metaleap")
+        n = summary["config"]["num_pretrain"]
+        for method, entry in summary["methods"].items():
+            settings = summary["methods_config"][method]
+            trains = METHODS[method].meta_trains
+            k = settings["inner_steps"] if trains else 0
+            key = (method, n, k, variant(method, settings))
+            series = merged.setdefault(key, Series(method, n, k, min(settings["meta_batch"], n),
+                                                   key[3]))
+            points = ({int(s): v for s, v in entry["budget"].items()} if "budget" in entry
+                      else {settings["meta_steps"]: {m: entry[m]["per_seed"] for m in metrics}})
+            for step, values in (points if trains else {0: next(iter(points.values()))}).items():
+                have = series.points.setdefault(step, {m: {} for m in METRICS})
+                for m in METRICS:
+                    for seed, v in values[m].items():
+                        if have[m].setdefault(seed, v) != v:
+                            raise RunError(f"{run}: {series.name} seed {seed} after {step} "
+                                           "meta-steps differs from another run's")
+            series.heldout.update(entry["tasks"])
+    if not merged:
+        raise RunError(f"{folder} holds no finished transfer run in its subfolders")
+    return sorted(merged.values(), key=lambda s: (-s.num_pretrain, s.method != "leap",
+                                                  s.method, s.inner_steps, s.variant))
+
+
+def difference(a: Series, a_step: int, b: Series, b_step: int, metric: str) -> Interval:
+    """``a`` at ``a_step`` − ``b`` at ``b_step``, paired on their common (seed, task) pairs."""
+    seeds = [s for s in a.points[a_step][metric] if s in b.points[b_step][metric]]
+    if any(a.heldout[s] != b.heldout[s] for s in seeds):
+        raise RunError(f"{a.name} and {b.name} held out different tasks: not comparable")
+    return stats.paired_groups(a.points[a_step][metric], b.points[b_step][metric], LEVEL)
+
+
+def gap_change(other: Series, leap: Series, first: int, last: int, metric: str) -> Interval:
+    """How (other − Leap) moved from meta-step ``first`` to ``last`` of both: paired on the
+    (seed, task) pairs, positive when the gap moved in Leap's favour."""
+    def gap(step: int) -> Groups:
+        a, b = other.points[step if other.inner_steps else 0][metric], leap.points[step][metric]
+        return {s: [x - y for x, y in zip(a[s], b[s], strict=True)] for s in a if s in b}
+    return stats.paired_groups(gap(last), gap(first), LEVEL)
+
+
+@dataclass
+class Comparison:
+    """A baseline against the base Leap of its N and K, at every budget both reached."""
+
+    other: Series
+    leap: Series
+    steps: list[int]
+
+    def at(self, step: int, metric: str) -> Interval:
+        return difference(self.other, step if self.other.inner_steps else 0, self.leap, step,
+                          metric)
+
+
+def comparisons(series: list[Series]) -> list[Comparison]:
+    """Each baseline (and each Leap variant) against the base Leap of the same N and K."""
+    out = []
+    for leap in (s for s in series if s.method == "leap" and not s.variant):
+        for other in series:
+            same_k = other.inner_steps in (0, leap.inner_steps) and other is not leap
+            if other.num_pretrain != leap.num_pretrain or not same_k or (
+                    other.method not in BASELINES and other.method != "leap"):
+                continue
+            steps = sorted(leap.points) if not other.inner_steps else sorted(
+                set(leap.points) & set(other.points))
+            if steps:
+                out.append(Comparison(other, leap, steps))
+    return out
+
+
+def plot_budget(series: list[Series], path: Path) -> None:
+    """Held-out metrics against the inner steps consumed, a column per N: one line per method
+    and K (line style by K), no pretraining as a horizontal band."""
+    ns = sorted({s.num_pretrain for s in series})
+    horizons = sorted({s.inner_steps for s in series if s.inner_steps})
+    styles = dict(zip(horizons, ("-", "--", ":", "-."), strict=False))
+    fig, axes = plt.subplots(len(METRICS), len(ns), figsize=(5.5 * len(ns), 3.2 * len(METRICS)),
+                             squeeze=False, sharex=True)
+    for col, n in enumerate(ns):
+        for row, metric in enumerate(METRICS):
+            ax = axes[row][col]
+            name, scale, _ = SHOWN[metric]
+            for s in (s for s in series if s.num_pretrain == n and not s.variant):
+                cis = [s.interval(step, metric) for step in sorted(s.points)]
+                if not s.inner_steps:
+                    ax.axhline(scale * cis[0].mean, color=color(s.method), ls=":",
+                               label=label(s.method))
+                    if cis[0].low is not None:
+                        ax.axhspan(scale * cis[0].low, scale * cis[0].high,  # type: ignore
+                                   color=color(s.method), alpha=0.1)
+                    continue
+                xs = [s.consumed(step) for step in sorted(s.points)]
+                ax.plot(xs, [scale * c.mean for c in cis], marker="o", ms=3,
+                        ls=styles[s.inner_steps], color=color(s.method),
+                        label=f"{s.name}, K = {s.inner_steps}")
+                if all(c.low is not None for c in cis):
+                    ax.fill_between(xs, [scale * c.low for c in cis],  # type: ignore
+                                    [scale * c.high for c in cis],  # type: ignore
+                                    color=color(s.method), alpha=0.12)
+            ax.set(xscale="log", ylabel=name + (" (%)" if scale == 100 else ""),
+                   xticks=sorted({s.consumed(step) for s in series for step in s.points
+                                  if s.inner_steps}))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.0f}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            if row == 0:
+                ax.set_title(f"N = {n} pretraining tasks")
+            if row == len(METRICS) - 1:
+                ax.set_xlabel("inner SGD steps consumed by meta-training")
+        axes[0][col].legend(fontsize=7)
+    fig.suptitle(f"Held-out tasks against the meta-training budget ({100 * LEVEL:.0f} % "
+                 "intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def cells(intervals: list[Interval], verdicts: dict[str, str] | None = None) -> str:
+    """One table cell per metric; with ``verdicts``, each followed by :func:`verdict`'s word,
+    reworded through ``verdicts``."""
+    return " | ".join(i.format(*SHOWN[m][1:]) + (
+        f" {verdicts.get(verdict(i), verdict(i))}" if verdicts is not None else "")
+        for m, i in zip(METRICS, intervals, strict=True))
+
+
+def means_table(series: list[Series]) -> list[str]:
+    head = " | ".join(SHOWN[m][0] + (" (%)" if SHOWN[m][1] == 100 else "") for m in METRICS)
+    rows = [f"| method | K | meta-steps | inner steps consumed | {head} | seeds × tasks |",
+            "|---" * (len(METRICS) + 5) + "|"]
+    for s in series:
+        for step in sorted(s.points):
+            values = s.points[step]["test_error"]
+            shape = f"{len(values)} × {len(next(iter(values.values())))}"
+            rows.append(f"| {s.name} | {s.inner_steps or '—'} | {step} | {s.consumed(step)} | "
+                        f"{cells([s.interval(step, m) for m in METRICS])} | {shape} |")
+    return rows
+
+
+def difference_table(found: list[Comparison], verdicts: dict[str, str] | None = None
+                     ) -> list[str]:
+    rows = [f"| method − Leap | K | meta-steps | {' | '.join(SHOWN[m][0] for m in METRICS)} |",
+            "|---" * (len(METRICS) + 3) + "|"]
+    for c in found:
+        for step in c.steps:
+            rows.append(f"| {c.other.name} | {c.leap.inner_steps} | {step} | "
+                        f"{cells([c.at(step, m) for m in METRICS], verdicts or {})} |")
+    return rows
+
+
+def change_table(found: list[Comparison]) -> list[str]:
+    rows = ["| method − Leap | K | meta-steps | " + " | ".join(
+        f"change in {SHOWN[m][0]}" for m in METRICS) + " |", "|---" * (len(METRICS) + 3) + "|"]
+    for c in found:
+        for first, last in itertools.pairwise(c.steps):
+            rows.append(f"| {c.other.name} | {c.leap.inner_steps} | {first} → {last} | "
+                        + cells([gap_change(c.other, c.leap, first, last, m) for m in METRICS])
+                        + " |")
+    return rows
+
+
+def reading(found: list[Comparison]) -> list[str]:
+    """Generated sentences: at each N and K, where Leap stands against no pretraining and
+    finetuning at its largest budget, and how the finetuning gap moved with the budget (its
+    last change tests whether more budget closes it)."""
+    lines = []
+    for c in sorted(found, key=lambda c: (-c.leap.num_pretrain, c.leap.inner_steps,
+                                          c.other.method != "scratch")):
+        if c.other.method not in ("scratch", "finetune") or c.other.variant:
+            continue
+        last = c.steps[-1]
+        ref = "from no pretraining" if c.other.method == "scratch" else "from finetuning"
+        parts = [phrase(m, c.at(last, m), ref) for m in METRICS]
+        text = (f"- N = {c.leap.num_pretrain}, K = {c.leap.inner_steps}, after {last} "
+                f"meta-steps ({c.leap.consumed(last)} inner steps): Leap {parts[0]}, "
+                f"{parts[2]}, {parts[1]}.")
+        if c.other.method == "finetune" and len(c.steps) > 1:
+            before = c.steps[-2]
+            move = gap_change(c.other, c.leap, before, last, "error_auc")
+            way = "in Leap's favour" if move.mean > 0 else "against Leap"
+            text += (" The finetuning − Leap train-error AUC difference was "
+                     + ", ".join(c.at(step, "error_auc").format(100) for step in c.steps)
+                     + f" points after {', '.join(map(str, c.steps))} meta-steps; its change "
+                     f"from {before} to {last}, {move.format(100)} points, is "
+                     + (f"resolved, {way}." if move.excludes_zero else "not resolved."))
+        lines.append(text)
+    return lines
+
+
+def write_budget_report(folder: str | Path) -> Path:
+    """``results.json``, ``report.md`` and ``budget.png`` of the budget study in ``folder``."""
+    folder = Path(folder)
+    series = collect(folder)
+    if not any(len(s.points) > 1 for s in series):
+        raise RunError(f"{folder} holds no run with held-out evaluations during meta-training "
+                       "(set heldout_at, as --preset budget does)")
+    found = comparisons(series)
+    base = [c for c in found if not c.other.variant]
+    ablations = [c for c in found if c.other.variant]
+    runs = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
+    write_json(folder / "results.json", {
+        "schema": SCHEMA_VERSION, "study": "budget", "runs": runs,
+        "series": [s.to_dict() for s in series],
+        "differences": [{"method": c.other.method, "variant": c.other.variant,
+                         "num_pretrain": c.leap.num_pretrain, "inner_steps": c.leap.inner_steps,
+                         "meta_steps": step, **{m: c.at(step, m).to_dict() for m in METRICS}}
+                        for c in found for step in c.steps]})
+    plot_budget(series, folder / "budget.png")
+    cfg = load_summary(folder / runs[0])["config"]
+    lines = ["# Budget study: held-out learning against the meta-training budget", "",
+             f"Runs: {', '.join(f'`{r}/`' for r in runs)}. Each (method, seed) meta-trained "
+             "once; its initialization was evaluated on the held-out tasks after the listed "
+             "meta-steps. Held-out tasks: "
+             f"{cfg['eval_steps']} SGD steps at lr {cfg['eval_lr']}, {cfg['ways']}-way, "
+             f"{cfg['image_size']} px. Inner steps consumed: meta-steps × tasks per meta-step "
+             "× K. Errors in %, lower is better. " + PATH_NOTE, "", "![budget](budget.png)",
+             "",
+             "## Reading (generated from the tables)", "", *reading(base), ""]
+    for n in sorted({s.num_pretrain for s in series}, reverse=True):
+        mine = [c for c in base if c.leap.num_pretrain == n]
+        lines += [f"## N = {n}", "", "### Means", "",
+                  *means_table([s for s in series if s.num_pretrain == n and not s.variant]),
+                  "", "### Paired differences from Leap at the same K and meta-step", "",
+                  "Method − Leap; positive: Leap lower, which is better. No pretraining "
+                  "is compared with Leap's initialization at each meta-step.", "",
+                  *difference_table(mine), "",
+                  "### How the differences moved with the budget", "",
+                  "(method − Leap at the later meta-step) − (method − Leap at the earlier), "
+                  "paired; positive: the gap moved in Leap's favour.", "",
+                  *change_table(mine), ""]
+    if ablations:
+        ns = sorted({c.leap.num_pretrain for c in ablations})
+        lines += [f"## Leap ablations (N = {', '.join(map(str, ns))})", "",
+                  *means_table([c.other for c in ablations]), "",
+                  "Each variant changes one Leap option and is compared with Leap's defaults "
+                  "(same N, K, seeds, meta-batches and held-out streams): variant − Leap; "
+                  "positive: the defaults are lower, which is better.", "",
+                  *difference_table(ablations, {"Leap better": "defaults better",
+                                                "Leap worse": "variant better"}), ""]
+    lines += [f"Means with {100 * LEVEL:.0f} % Student-t intervals over the (seed, held-out "
+              "task) pairs; pairs of one seed share its split and initial weights, so the "
+              "intervals are somewhat too narrow.", "",
+              provenance_line(load_summary(folder / runs[0]))]
+    (folder / "report.md").write_text("\n".join(lines) + "\n")
+    return folder / "report.md"
+
