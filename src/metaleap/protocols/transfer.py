@@ -146,8 +146,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's numbers: FOMAML's meta lr 0.5 and MAML's 5 inner steps (SPEC §2.1).
     "omniglot-paper": dict(seeds=list(range(10)), per_method={
         "fomaml": {"meta_lr": 0.5}, "maml": {"inner_steps": 5}}),
-    # `metaleap demo`: the budget study's N = 5, K = 20 runs of seed 0 up to 60 meta-steps,
-    # where Leap is clearly ahead of no pretraining (docs/results/budget); minutes on 2 cores.
+    # `metaleap demo`: the budget study's N = 5, K = 20 runs of seed 0 up to 60 meta-steps
+    # (docs/results/budget; the same numbers with --threads 1), where Leap is clearly ahead of
+    # no pretraining and finetuning far ahead of Leap; about 5 minutes on 2 CPU cores.
     "demo": dict(methods=["leap", "finetune", "reptile", "scratch"], image_size=16,
                  num_pretrain=5, num_heldout=5, num_val=0, meta_batch=4, inner_steps=20,
                  meta_steps=60, checkpoint_every=5),
