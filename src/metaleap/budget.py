@@ -322,7 +322,8 @@ def write_budget_report(folder: str | Path) -> Path:
                          "meta_steps": step, **{m: c.at(step, m).to_dict() for m in METRICS}}
                         for c in found for step in c.steps]})
     plot_budget(series, folder / "budget.png")
-    cfg = load_summary(folder / runs[0])["config"]
+    first = load_summary(folder / runs[0])
+    cfg = first["config"]
     lines = ["# Budget study: held-out learning against the meta-training budget", "",
              f"Runs: {', '.join(f'`{r}/`' for r in runs)}. Each (method, seed) meta-trained "
              "once; its initialization was evaluated on the held-out tasks after the listed "
@@ -356,7 +357,7 @@ def write_budget_report(folder: str | Path) -> Path:
     lines += [f"Means with {100 * LEVEL:.0f} % Student-t intervals over the (seed, held-out "
               "task) pairs; pairs of one seed share its split and initial weights, so the "
               "intervals are somewhat too narrow.", "",
-              provenance_line(load_summary(folder / runs[0]))]
+              provenance_line(first)]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
     return folder / "report.md"
 
