@@ -96,8 +96,8 @@ def variant(method: str, settings: dict[str, Any]) -> str:
 
 
 def collect(folder: Path) -> list[Series]:
-    """Every series of the transfer runs in ``folder``'s subfolders (their ``results.json``
-    and report are refreshed first), merged over the runs that share one."""
+    """Every series of the transfer runs in ``folder``'s subfolders (a run with its
+    ``results/`` has its ``results.json`` refreshed), merged over the runs that share one."""
     merged: dict[tuple[str, int, int, str], Series] = {}
     shared: tuple[Path, dict[str, Any]] | None = None
     for run in sorted(p for p in folder.iterdir() if (p / "config.json").is_file()):
@@ -111,7 +111,6 @@ def collect(folder: Path) -> list[Series]:
                 raise RunError(f"{run}: {key} = {value} but {shared[0].name} has "
                                f"{shared[1].get(key)}: a budget study's runs differ only in "
                                f"{', '.join(sorted(VARYING))}")
-        write_report(run)
         metrics = [m for m in METRICS if m in metrics_of(summary)]
         if len(metrics) < len(METRICS):
             raise RunError(f"{run}: its results lack {set(METRICS) - set(metrics)}; "
@@ -314,6 +313,8 @@ def write_budget_report(folder: str | Path) -> Path:
     base = [c for c in found if not c.other.variant]
     ablations = [c for c in found if c.other.variant]
     runs = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
+    for run in runs:  # each run's own tables and plot beside the study's
+        write_report(folder / run)
     write_json(folder / "results.json", {
         "schema": SCHEMA_VERSION, "study": "budget", "runs": runs,
         "series": [s.to_dict() for s in series],
