@@ -2,6 +2,14 @@
 
 __version__ = "0.2.0"
 
-from metaleap.leap import Contribution, Leap, LeapTask, MetaGradStats, Reduce, TaskStats  # noqa: E402
-
 __all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats"]
+
+
+def __getattr__(name: str) -> object:
+    """The core's classes, imported on first use: ``import metaleap`` does not load torch, so
+    that ``metaleap --help`` starts fast."""
+    if name in __all__:
+        from metaleap import leap
+
+        return getattr(leap, name)
+    raise AttributeError(f"module 'metaleap' has no attribute {name!r}")

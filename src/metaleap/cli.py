@@ -3,39 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # the heavy modules load inside the commands, so --help starts fast
+    import torch
 
-from metaleap import distributed
-from metaleap.budget import write_budget_report
-from metaleap.devices import DeviceError, describe, resolve_device, set_threads
-from metaleap.protocols import multicv, rl
-from metaleap.protocols.base import (
-    CheckpointError,
-    ConfigError,
-    DivergedError,
-    Processes,
-    describe_settings,
-)
-from metaleap.protocols.trainer import run_study
-from metaleap.protocols.transfer import (
-    PRESETS,
-    TransferConfig,
-    TransferStudy,
-    resolve_config,
-    sweep_configs,
-)
-from metaleap.report import write_report, write_sweep_report
-from metaleap.runs import RunDir, RunError, RunReader, check_run_folder
-from metaleap.tasks import DataError, TaskSet, open_taskset
+    from metaleap.protocols import multicv, rl
+    from metaleap.protocols.base import Processes
+    from metaleap.protocols.transfer import TransferConfig, TransferStudy
+    from metaleap.tasks import TaskSet
 
 PAPER_NS = "1,3,5,10,15,20,25"
-EXPECTED = (CheckpointError, ConfigError, DataError, DeviceError, DivergedError, RunError)
+
+
+class Presets:
+    """The preset names of protocol modules, read when argparse first needs them (to check
+    a ``--preset`` or print a subcommand's help), so that building the parser imports no
+    protocol (nor torch). Arguments that use it need a ``metavar``: argparse formats the
+    metavar when the argument is added."""
+
+    def __init__(self, *protocols: str) -> None:
+        self.protocols = protocols
+
+    def names(self) -> list[str]:
+        return sorted({name for p in self.protocols for name in
+                       importlib.import_module(f"metaleap.protocols.{p}").PRESETS})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The errors a command reports in one line (bad config, data, device, run folder)."""
+    from metaleap.devices import DeviceError
+    from metaleap.protocols.base import CheckpointError, ConfigError, DivergedError
+    from metaleap.runs import RunError
+    from metaleap.tasks import DataError
+
+    return (CheckpointError, ConfigError, DataError, DeviceError, DivergedError, RunError)
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several (read without torch)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def _run_arguments(p: argparse.ArgumentParser, out: str) -> None:
@@ -52,8 +72,8 @@ def _run_arguments(p: argparse.ArgumentParser, out: str) -> None:
 
 
 def _study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
-    p.add_argument("--preset", default=preset, choices=sorted(PRESETS),
-                   help=f"starting configuration (default {preset})")
+    p.add_argument("--preset", default=preset, choices=Presets("transfer"),
+                   metavar="NAME", help=f"starting configuration: %(choices)s (default {preset})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. meta_steps=50, seeds=0,1,2, "
                         "maml.inner_steps=5, leap.metric=energy (repeatable)")
@@ -71,6 +91,10 @@ def _fields(args: argparse.Namespace) -> dict[str, object]:
 def _prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
     """Check the run flags, set the CPU threads and resolve the device, writing nothing;
     under torchrun, join the process group."""
+    from metaleap import distributed
+    from metaleap.devices import set_threads
+    from metaleap.runs import RunError
+
     if args.resume and args.overwrite:
         raise RunError("choose one of --resume and --overwrite")
     set_threads(args.threads)
@@ -80,6 +104,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
 def _open_data(cfg: TransferConfig, processes: Processes) -> TaskSet:
     """The config's alphabets; rank 0 opens them first (building the glyph cache if needed),
     the other ranks then read what it built."""
+    from metaleap.tasks import open_taskset
+
     if not processes.main:
         processes.barrier()
     taskset = open_taskset(cfg.data, size=cfg.image_size, ways=cfg.ways)
@@ -90,6 +116,8 @@ def _open_data(cfg: TransferConfig, processes: Processes) -> TaskSet:
 
 def _flags(args: argparse.Namespace, out: Path, resume: bool) -> tuple[bool, bool]:
     """(resume, overwrite): a group that torchrun restarted resumes what it had written."""
+    from metaleap import distributed
+
     if distributed.restarted() and (out / "config.json").is_file():
         return True, False
     return resume, args.overwrite
@@ -98,6 +126,11 @@ def _flags(args: argparse.Namespace, out: Path, resume: bool) -> tuple[bool, boo
 def _run(study: TransferStudy | rl.RLStudy | multicv.MultiCVStudy, out: Path,
          args: argparse.Namespace, resume: bool, overwrite: bool) -> Path | None:
     """Run ``study`` into the folder ``out``; rank 0 writes it and its report (returned)."""
+    from metaleap.devices import describe
+    from metaleap.protocols.trainer import run_study
+    from metaleap.report import write_report
+    from metaleap.runs import RunDir, RunReader, check_run_folder
+
     processes = study.processes
     config, identity = study.config_record(), study.data_identity()
     check_run_folder(out, config, identity, resume, overwrite)  # every rank, before any write
@@ -117,6 +150,8 @@ def _say(processes: Processes, text: str) -> None:
 
 
 def cmd_transfer(args: argparse.Namespace) -> None:
+    from metaleap.protocols.transfer import TransferStudy, resolve_config
+
     cfg = resolve_config(args.preset, args.overrides, **_fields(args))
     processes, device = _prepare(args)
     out = Path(args.out)
@@ -128,6 +163,8 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
+    from metaleap.protocols.transfer import TransferStudy, resolve_config
+
     out = Path(args.out)
     cfg = resolve_config(args.preset, args.overrides, **_fields(args))
     processes, device = _prepare(args)
@@ -144,6 +181,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
+    from metaleap.protocols.transfer import TransferStudy, sweep_configs
+    from metaleap.report import write_sweep_report
+    from metaleap.runs import RunError
+
     out = Path(args.out)
     configs = sweep_configs(args.preset, args.overrides, args.ns, **_fields(args))
     processes, device = _prepare(args)
@@ -173,6 +214,9 @@ RL_DEFAULT_PRESET = {"minatar": "minatar", "atari": "atari-quick"}
 
 
 def _rl_config(args: argparse.Namespace) -> rl.RLConfig:
+    from metaleap.protocols import rl
+    from metaleap.protocols.base import ConfigError
+
     preset = args.preset or RL_DEFAULT_PRESET[args.env or "minatar"]
     cfg = rl.resolve_config(preset, args.overrides)
     if args.env and cfg.env != args.env:
@@ -181,7 +225,11 @@ def _rl_config(args: argparse.Namespace) -> rl.RLConfig:
 
 
 def cmd_rl(args: argparse.Namespace) -> None:
-    if distributed.launched():
+    from metaleap.devices import resolve_device, set_threads
+    from metaleap.protocols import rl
+    from metaleap.protocols.base import ConfigError
+
+    if launched():
         raise ConfigError("metaleap rl runs in one process: start it without torchrun")
     cfg = _rl_config(args)
     set_threads(args.threads)
@@ -194,7 +242,11 @@ def cmd_rl(args: argparse.Namespace) -> None:
 
 
 def cmd_multicv(args: argparse.Namespace) -> None:
-    if distributed.launched():
+    from metaleap.devices import resolve_device, set_threads
+    from metaleap.protocols import multicv
+    from metaleap.protocols.base import ConfigError
+
+    if launched():
         raise ConfigError("metaleap multicv runs in one process: start it without torchrun")
     fields = {"holdout": [h for h in args.holdout.split(",") if h]} if args.holdout else {}
     cfg = multicv.resolve_config(args.preset, args.overrides, **fields)
@@ -209,17 +261,26 @@ def cmd_multicv(args: argparse.Namespace) -> None:
 
 
 def cmd_settings(args: argparse.Namespace) -> None:
+    from metaleap.protocols.base import describe_settings
+
     if args.protocol == "rl":
         print(describe_settings(_rl_config(args)))
     elif args.protocol == "multicv":
+        from metaleap.protocols import multicv
+
         print(describe_settings(multicv.resolve_config(args.preset or "multicv-small",
                                                        args.overrides)))
     else:
+        from metaleap.protocols.transfer import resolve_config
+
         print(describe_settings(resolve_config(args.preset or "omniglot-paper", args.overrides,
                                                **_fields(args))))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from metaleap.budget import write_budget_report
+    from metaleap.report import write_report, write_sweep_report
+
     path = Path(args.dir)
     if (path / "config.json").is_file():
         report = write_report(path)
@@ -263,9 +324,9 @@ def parser() -> argparse.ArgumentParser:
     rl_cmd = sub.add_parser("rl", help="Leap across games with an actor-critic (SPEC §2.3)")
     rl_cmd.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET),
                         help="minatar (default; preset minatar) or atari (preset atari-quick)")
-    rl_cmd.add_argument("--preset", choices=sorted(rl.PRESETS),
-                        help="starting configuration (minatar-quick: minutes; atari-paper: "
-                             "the paper's budget)")
+    rl_cmd.add_argument("--preset", choices=Presets("rl"), metavar="NAME",
+                        help="starting configuration: %(choices)s (minatar-quick: minutes; "
+                             "atari-paper: the paper's budget)")
     rl_cmd.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1,2, "
                         "heldout=breakout, leap.meta_lr=0.5 (repeatable; see settings)")
@@ -276,9 +337,10 @@ def parser() -> argparse.ArgumentParser:
     mcv.add_argument("--holdout", metavar="NAME|all",
                      help="the held-out data set(s), comma-separated, or all (default: the "
                           "preset's; multicv-small: all)")
-    mcv.add_argument("--preset", default="multicv-small", choices=sorted(multicv.PRESETS),
-                     help="starting configuration (default multicv-small: about 45 minutes on "
-                          "one core; multicv-paper: the paper's budget; tiny: seconds)")
+    mcv.add_argument("--preset", default="multicv-small", choices=Presets("multicv"),
+                     metavar="NAME", help="starting configuration: %(choices)s (default "
+                          "multicv-small: about 45 minutes on one core; multicv-paper: the "
+                          "paper's budget; tiny: seconds)")
     mcv.add_argument("--set", dest="overrides", action="append", default=[],
                      metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1, "
                      "methods=leap,hat, leap.meta_lr=0.01, hat.s_max=400 (repeatable; see "
@@ -295,9 +357,9 @@ def parser() -> argparse.ArgumentParser:
                           default="transfer", help="whose settings: transfer (default), rl or "
                           "multicv")
     settings.add_argument("--preset",
-                          choices=sorted(set(PRESETS) | set(rl.PRESETS) | set(multicv.PRESETS)),
-                          help="default: omniglot-paper (transfer), minatar (rl), "
-                               "multicv-small (multicv)")
+                          choices=Presets("transfer", "rl", "multicv"),
+                          metavar="NAME", help="%(choices)s; default: omniglot-paper "
+                          "(transfer), minatar (rl), multicv-small (multicv)")
     settings.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET), help="as for rl")
     settings.add_argument("--set", dest="overrides", action="append", default=[],
                           metavar="KEY=VALUE", help="as for transfer")
@@ -323,10 +385,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    where = f" (rank {os.environ.get('RANK')})" if distributed.launched() else ""
+    where = f" (rank {os.environ.get('RANK')})" if launched() else ""
     try:
         args.func(args)
-    except EXPECTED as e:
+    except expected_errors() as e:
         print(f"metaleap: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -340,7 +402,10 @@ def main(argv: list[str] | None = None) -> int:
               "--resume", file=sys.stderr)
         return 1
     finally:
-        distributed.shutdown()
+        if "torch.distributed" in sys.modules:
+            from metaleap import distributed
+
+            distributed.shutdown()
     return 0
 
 

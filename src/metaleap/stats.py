@@ -14,8 +14,6 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-from scipy.stats import t as student_t
-
 #: Samples grouped by a key shared across methods (a seed), each group in a fixed order (the
 #: seed's held-out tasks): value ``i`` of group ``k`` pairs with value ``i`` of another
 #: method's group ``k``.
@@ -66,6 +64,8 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
     n = len(values)
     if n < 2:
         return Interval(mean, None, None, n, level)
+    from scipy.stats import t as student_t  # scipy is slow to import: only where used
+
     half = student_t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(values) / math.sqrt(n)
     return Interval(mean, mean - half, mean + half, n, level)
 
