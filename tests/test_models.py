@@ -87,3 +87,86 @@ def test_multi_head_net() -> None:
     assert all(o.shape == (2, 10) for o in outs)
     assert not torch.equal(outs[0], outs[1])
     assert {k.split(".")[0] for k in net.state_dict()} == {"encoder", "heads"}
+
+
+def literal_encoder(net: ConvNet) -> nn.Sequential:
+    """``net``'s own layers in the documented conv → BN → ReLU → max-pool order."""
+    layers = list(net.encoder)
+    out: list[nn.Module] = []
+    for i in range(0, len(layers) - 1, 4):
+        conv, bn, pool, _ = layers[i:i + 4]
+        out += [conv, bn, nn.ReLU(), pool]
+    return nn.Sequential(*out, nn.Flatten())
+
+
+def forward_backward(net: nn.Module, x: torch.Tensor, y: torch.Tensor
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    net.zero_grad(set_to_none=True)
+    out = net(x)
+    nn.functional.cross_entropy(out, y).backward()
+    return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize(("order", "kinds"), [
+    ("bn-relu-pool", [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU]),
+    ("pool-bn-relu", [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU])])
+def test_block_order_builds_its_layer_sequence_with_the_same_names_and_weights(order, kinds):
+    net = make_convnet(20, seed=3, block_order=order)
+    assert [type(m) for m in net.encoder] == kinds * 4 + [nn.Flatten]
+    default = make_convnet(20, seed=3)  # the same draws, in the same order
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), default.parameters(),
+                                                 strict=True))
+    with pytest.raises(ValueError, match="block order"):
+        make_convnet(20, block_order="relu-first")
+
+
+def test_pool_before_relu_equals_the_documented_order_bit_for_bit() -> None:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(6, 1, 28, 28, generator=g), torch.randint(0, 20, (6,), generator=g)
+    net = make_convnet(20, seed=1, channels=8, channels_last=False)
+    fast = forward_backward(net, x, y)
+    reference = nn.Sequential()
+    reference.encoder, reference.head = literal_encoder(net), net.head
+    reference.forward = lambda t: reference.head(reference.encoder(t))  # type: ignore[method-assign]
+    slow = forward_backward(reference, x, y)
+    assert torch.equal(fast[0], slow[0])
+    assert all(torch.equal(fast[1][n], slow[1][n]) for n in fast[1])
+
+
+@pytest.mark.parametrize("order", ["bn-relu-pool", "pool-bn-relu"])
+def test_channels_last_gives_the_nchw_outputs_and_gradients(order) -> None:
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(5, 1, 16, 16, generator=g), torch.randint(0, 7, (5,), generator=g)
+    fast = make_convnet(7, seed=2, image_size=16, block_order=order)
+    plain = make_convnet(7, seed=2, image_size=16, block_order=order, channels_last=False)
+    assert fast.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert plain.encoder[0].weight.is_contiguous()
+    assert states_equal(fast, plain)  # the same values, only the memory layout differs
+    out_fast, grads_fast = forward_backward(fast, x, y)
+    out_plain, grads_plain = forward_backward(plain, x, y)
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-6)
+    for name, grad in grads_plain.items():
+        torch.testing.assert_close(grads_fast[name], grad, rtol=1e-4, atol=1e-5)
+
+
+def test_reset_parameters_draws_the_same_weights_in_either_memory_format() -> None:
+    fast, plain = make_convnet(5, seed=4), make_convnet(5, seed=4, channels_last=False)
+    fast.reset_parameters(generator(9, "model"))
+    plain.reset_parameters(generator(9, "model"))
+    assert states_equal(fast, plain)
+
+
+def test_atari_actor_critic_runs_channels_last_with_the_nchw_values() -> None:
+    from metaleap.models import ActorCritic
+
+    fast = ActorCritic("atari", 6, generator(0, "enc"), generator(0, "heads"))
+    plain = ActorCritic("atari", 6, generator(0, "enc"), generator(0, "heads"))
+    plain.to(memory_format=torch.contiguous_format)
+    plain.channels_last = False
+    assert fast.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert states_equal(fast, plain)
+    x = torch.rand(3, 4, 84, 84, generator=torch.Generator().manual_seed(0))
+    for a, b in zip(fast(x), plain(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    minatar = ActorCritic("minatar", 4, generator(0, "enc"), generator(0, "heads"))
+    assert not minatar.channels_last and minatar.encoder[0].weight.is_contiguous()

@@ -298,7 +298,8 @@ def load_initialization(path: str | Path) -> nn.Module:
         metadata = f.metadata()
     config = json.loads(metadata["config"])
     model = make_convnet(int(metadata["num_classes"]), int(metadata["seed"]),
-                         image_size=config["image_size"])
+                         image_size=config["image_size"],
+                         block_order=config.get("block_order", "bn-relu-pool"))
     loaded = model.load_state_dict(load_file(str(path)), strict=False)
     if loaded.unexpected_keys:
         raise RunError(f"{path} does not fit a ConvNet: unexpected {loaded.unexpected_keys}")

@@ -52,7 +52,7 @@ from tqdm.auto import tqdm
 
 from metaleap import seeding, stats
 from metaleap.metalearners import METHODS, SEQUENTIAL, Context, SequentialLearner, TaskHandle
-from metaleap.models import ConvNet, init_linear, make_convnet
+from metaleap.models import BLOCK_ORDERS, ConvNet, init_linear, make_convnet
 from metaleap.protocols.base import (
     ONE_PROCESS,
     ConfigError,
@@ -103,6 +103,10 @@ class MultiCVConfig(MethodConfig):
     """channels of every conv block of the encoder"""
     blocks: int = 4
     """conv blocks of the encoder (28×28 images allow up to 4)"""
+    block_order: str = "bn-relu-pool"
+    """what follows each conv of the encoder (not HAT's or progressive nets'): "bn-relu-pool"
+    (BatchNorm, ReLU, max-pool) or "pool-bn-relu" (max-pool, BatchNorm, ReLU: the authors'
+    2019 code)"""
     batch_size: int = 32
     """images per SGD step"""
     inner_lr: float = 0.1
@@ -155,6 +159,9 @@ class MultiCVConfig(MethodConfig):
                  "batch_size", "max_epochs", "val_every", "patience", "checkpoint_every")
         if self.blocks > 4:
             raise ConfigError(f"28×28 images allow at most 4 blocks, got {self.blocks}")
+        if self.block_order not in BLOCK_ORDERS:
+            raise ConfigError(f"block_order must be {' or '.join(BLOCK_ORDERS)}, "
+                              f"got {self.block_order!r}")
         for method in self.methods:
             cfg = self.for_method(method)
             try:
@@ -459,7 +466,8 @@ class MultiCVStudy(StudyProtocol):
         """The seed's encoder with a fresh head for data set ``name``, drawn from the stream
         (seed, "head", name, *head_key)."""
         cfg = self.cfg
-        model = make_convnet(self.classes[name], seed, channels=cfg.channels, blocks=cfg.blocks)
+        model = make_convnet(self.classes[name], seed, channels=cfg.channels, blocks=cfg.blocks,
+                             block_order=cfg.block_order)
         init_linear(model.head, seeding.generator(seed, "head", name, *head_key))
         return model.to(self.device)
 

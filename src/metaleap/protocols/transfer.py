@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from metaleap import seeding, stats
 from metaleap.metalearners import METHODS, Context, SupervisedMetaStep, TaskStream
-from metaleap.models import make_convnet
+from metaleap.models import BLOCK_ORDERS, make_convnet
 from metaleap.protocols.base import (
     ONE_PROCESS,
     ConfigError,
@@ -81,6 +81,9 @@ class TransferConfig(MethodConfig):
     """held-out images per class, for the test error"""
     image_size: int = 28
     """image height and width in pixels (at least 16)"""
+    block_order: str = "bn-relu-pool"
+    """what follows each conv of the convnet: "bn-relu-pool" (BatchNorm, ReLU, max-pool) or
+    "pool-bn-relu" (max-pool, BatchNorm, ReLU: the authors' 2019 code)"""
     augment: bool = True
     """augment every training image: rotation 0–360°, translation ±20 %, scale 0.8–1.2"""
     batch_size: int = 20
@@ -124,6 +127,9 @@ class TransferConfig(MethodConfig):
         at_least(self, 0, "num_val")
         at_least(self, 2, "ways")
         at_least(self, MIN_IMAGE_SIZE, "image_size")
+        if self.block_order not in BLOCK_ORDERS:
+            raise ConfigError(f"block_order must be {' or '.join(BLOCK_ORDERS)}, "
+                              f"got {self.block_order!r}")
         positive(self, "eval_lr")
         if sorted(set(self.heldout_at)) != self.heldout_at:
             raise ConfigError(f"heldout_at must increase strictly, got {self.heldout_at}")
@@ -264,7 +270,8 @@ class TransferStudy(StudyProtocol):
     def model_factory(self, seed: int) -> Callable[[], nn.Module]:
         """Fresh ConvNets with the seed's initial weights: every method starts from one θ⁰."""
         cfg = self.cfg
-        return lambda: make_convnet(cfg.ways, seed, image_size=cfg.image_size).to(self.device)
+        return lambda: make_convnet(cfg.ways, seed, image_size=cfg.image_size,
+                                    block_order=cfg.block_order).to(self.device)
 
     def runs(self) -> Iterator[TransferRun]:
         for seed in self.cfg.seeds:
