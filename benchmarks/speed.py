@@ -3,10 +3,12 @@
 Each measurement is a fresh child process that imports ``metaleap`` from one tree's ``src``,
 builds the real :class:`~metaleap.protocols.transfer.TransferStudy` of a preset (glyph data,
 augmentation, batch assembly, Leap), takes one warm-up meta-step and times ``--steps`` more at
-``--threads`` threads. The variants (the old tree, this tree, and this tree with the authors'
-2019 block order) run interleaved, in a rotating order, ``--repeats`` times; the summary gives
-median seconds per meta-step and the median of the per-repeat ratios. ``--json`` writes every
-raw time and the summary.
+``--threads`` threads, with the allocator setting the CLI makes
+(:func:`metaleap.devices.reuse_freed_memory`, where the tree has it). The variants (the old
+tree; this tree; this tree with glibc's default allocator settings; this tree with the
+authors' 2019 block order) run interleaved, in a rotating order, ``--repeats`` times; the
+summary gives median seconds per meta-step and the median of the per-repeat ratios.
+``--json`` writes every raw time and the summary.
 
     git worktree add /tmp/old 02c0fb4
     python benchmarks/speed.py --old /tmp/old/src --repeats 5 --json benchmarks/results/x.json
@@ -32,14 +34,18 @@ WORKLOADS = {"demo": ("demo", ["methods=leap"]),
                                                    "inner_steps=20"])}
 
 
-def child(src: str, preset: str, overrides: list[str], steps: int, threads: int) -> None:
+def child(src: str, preset: str, overrides: list[str], steps: int, threads: int,
+          reuse: bool) -> None:
     """In a fresh process: time ``steps`` meta-steps of Leap after one warm-up; print JSON."""
     sys.path.insert(0, src)
     import torch
 
+    from metaleap import devices
     from metaleap.protocols.transfer import TransferStudy, resolve_config
 
     torch.set_num_threads(threads)
+    if reuse and hasattr(devices, "reuse_freed_memory"):
+        devices.reuse_freed_memory()
     study = TransferStudy(resolve_config(preset, overrides))
     run = next(study.runs())
     run.meta_step(0)
@@ -51,11 +57,12 @@ def child(src: str, preset: str, overrides: list[str], steps: int, threads: int)
     print(json.dumps({"seconds": seconds}))
 
 
-def measure(src: str, workload: str, extra: list[str], steps: int, threads: int) -> float:
+def measure(src: str, workload: str, extra: list[str], reuse: bool, steps: int,
+            threads: int) -> float:
     """Median seconds per meta-step of one child process."""
     preset, overrides = WORKLOADS[workload]
     cmd = [sys.executable, __file__, "--child", src, preset, json.dumps(overrides + extra),
-           "--steps", str(steps), "--threads", str(threads)]
+           str(int(reuse)), "--steps", str(steps), "--threads", str(threads)]
     env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": str(threads)}
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env).stdout
     return statistics.median(json.loads(out.strip().splitlines()[-1])["seconds"])
@@ -69,15 +76,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed meta-steps per process")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="write raw times and the summary here")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], json.loads(args.child[2]), args.steps, args.threads)
+        child(args.child[0], args.child[1], json.loads(args.child[2]), args.steps, args.threads,
+              args.child[3] == "1")
         return
-    variants = {"new": (str(HERE), []),
-                "new, 2019 block order": (str(HERE), ["block_order=pool-bn-relu"])}
+    variants = {"new": (str(HERE), [], True),
+                "new, default allocator": (str(HERE), [], False),
+                "new, 2019 block order": (str(HERE), ["block_order=pool-bn-relu"], True)}
     if args.old:
-        variants = {"old": (args.old, []), **variants}
+        variants = {"old": (args.old, [], True), **variants}
     names = list(variants)
     report: dict[str, object] = {"command": " ".join(sys.argv), "threads": args.threads,
                                  "steps": args.steps, "repeats": args.repeats,
@@ -87,8 +96,9 @@ def main() -> None:
         times: dict[str, list[float]] = {n: [] for n in names}
         for r in range(args.repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                src, extra = variants[name]
-                times[name].append(measure(src, workload, extra, args.steps, args.threads))
+                src, extra, reuse = variants[name]
+                times[name].append(measure(src, workload, extra, reuse, args.steps,
+                                           args.threads))
                 print(f"{workload:15s} repeat {r} {name:22s} {times[name][-1]:7.3f} s",
                       flush=True)
         base = "old" if args.old else "new"

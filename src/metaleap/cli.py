@@ -62,7 +62,8 @@ def _run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     """The flags every study command shares: device, threads, run folder and its handling."""
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present, default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; "
+                   "under torchrun, cores / LOCAL_WORLD_SIZE per rank)")
     p.add_argument("--out", default=out, help=f"run folder (default {out})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
@@ -92,13 +93,21 @@ def _prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
     """Check the run flags, set the CPU threads and resolve the device, writing nothing;
     under torchrun, join the process group."""
     from metaleap import distributed
-    from metaleap.devices import set_threads
     from metaleap.runs import RunError
 
     if args.resume and args.overwrite:
         raise RunError("choose one of --resume and --overwrite")
-    set_threads(args.threads)
+    _cpu(args)
     return distributed.from_environment(args.device, args.timeout)
+
+
+def _cpu(args: argparse.Namespace) -> None:
+    """CPU threads (``--threads``; under torchrun, each rank's share of the cores) and an
+    allocator that reuses freed memory."""
+    from metaleap.devices import reuse_freed_memory, set_threads
+
+    set_threads(args.threads)
+    reuse_freed_memory()
 
 
 def _open_data(cfg: TransferConfig, processes: Processes) -> TaskSet:
@@ -225,14 +234,14 @@ def _rl_config(args: argparse.Namespace) -> rl.RLConfig:
 
 
 def cmd_rl(args: argparse.Namespace) -> None:
-    from metaleap.devices import resolve_device, set_threads
+    from metaleap.devices import resolve_device
     from metaleap.protocols import rl
     from metaleap.protocols.base import ConfigError
 
     if launched():
         raise ConfigError("metaleap rl runs in one process: start it without torchrun")
     cfg = _rl_config(args)
-    set_threads(args.threads)
+    _cpu(args)
     out = Path(args.out)
     study = rl.RLStudy(cfg, resolve_device(args.device), progress=not args.no_progress)
     report = _run(study, out, args, args.resume, args.overwrite)
@@ -242,7 +251,7 @@ def cmd_rl(args: argparse.Namespace) -> None:
 
 
 def cmd_multicv(args: argparse.Namespace) -> None:
-    from metaleap.devices import resolve_device, set_threads
+    from metaleap.devices import resolve_device
     from metaleap.protocols import multicv
     from metaleap.protocols.base import ConfigError
 
@@ -250,7 +259,7 @@ def cmd_multicv(args: argparse.Namespace) -> None:
         raise ConfigError("metaleap multicv runs in one process: start it without torchrun")
     fields = {"holdout": [h for h in args.holdout.split(",") if h]} if args.holdout else {}
     cfg = multicv.resolve_config(args.preset, args.overrides, **fields)
-    set_threads(args.threads)
+    _cpu(args)
     study = multicv.MultiCVStudy(cfg, resolve_device(args.device), args.allow_missing)
     for name, why in study.left_out.items():
         print(f"metaleap: running without {name}: {why}", file=sys.stderr)

@@ -1,11 +1,16 @@
 """Where work runs: ``--device auto|cpu|cuda|cuda:N|mps`` and ``--threads``, checked up front.
 
 A device that is not there is refused with one line before anything is written.
-:func:`describe` is what a run folder records about the machine.
+:func:`describe` is what a run folder records about the machine. On the CPU,
+:func:`set_threads` gives each torchrun rank its share of the cores, :func:`thread_warning`
+says when threads outnumber the free cores, and :func:`reuse_freed_memory` keeps the
+allocator from returning every step's activations to the kernel.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import platform
 import sys
 
@@ -45,13 +50,75 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise DeviceError(f"unsupported device {spec!r}: use auto, cpu, cuda, cuda:N or mps")
 
 
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def local_world_size() -> int:
+    """Processes that torchrun started on this machine (1 without torchrun)."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
 def set_threads(threads: int | None) -> None:
-    """Torch's intra-op CPU threads (``None``: leave torch's default)."""
+    """Torch's intra-op CPU threads. ``None``: under torchrun each rank takes
+    ``cores / LOCAL_WORLD_SIZE`` (at least 1) so that the ranks do not oversubscribe the
+    cores; otherwise torch's default."""
     if threads is None:
-        return
+        if local_world_size() == 1:
+            return
+        threads = max(1, cores() // local_world_size())
     if threads < 1:
         raise DeviceError(f"--threads must be at least 1, got {threads}")
     torch.set_num_threads(threads)
+
+
+def thread_warning(threads: int | None = None, processes: int | None = None,
+                   total: int | None = None, load: float | None = None) -> str | None:
+    """One line when this process's threads exceed the cores left free for it, else None.
+
+    Free cores are the cores (``total``) less the other work running on them: the 1-minute
+    load average (``load``, this machine's run queue, which counts the other processes of
+    a torchrun group as they start too) and the other local ranks' threads. Defaults: this
+    process's torch threads, :func:`local_world_size`, :func:`cores` and ``os.getloadavg``.
+    OpenMP threads that share cores spin-wait on each other, and a step can then take many
+    times as long.
+    """
+    threads = torch.get_num_threads() if threads is None else threads
+    processes = local_world_size() if processes is None else processes
+    total = cores() if total is None else total
+    if load is None:
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    others = max(float(load), (processes - 1) * threads)
+    free = max(1, total - round(others))
+    if threads <= free:
+        return None
+    return (f"metaleap: warning: {threads} torch threads but {free} of {total} cores free "
+            f"(load average {load:.1f}, {processes} local process(es)): steps may run many "
+            f"times slower; pass --threads {free}")
+
+
+def reuse_freed_memory() -> bool:
+    """Keep freed memory in the process's heap (glibc only; True if set).
+
+    glibc returns large blocks (each step's multi-megabyte activations) to the kernel when
+    they are freed, and the next step faults every page back in: at 28 px that is about a
+    third of a convnet step on the CPU. A fixed 32 MiB mmap threshold and a 1 GiB trim
+    threshold keep those blocks for reuse; numbers are unchanged, the peak memory is the same
+    and is simply not handed back between steps.
+    """
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(
+        libc.mallopt(m_trim_threshold, 2**30))
 
 
 def describe(device: torch.device) -> dict[str, object]:

@@ -11,12 +11,15 @@ from the store and not run again.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from metaleap.devices import thread_warning
 from metaleap.protocols.base import (
     CheckpointError,
     DivergedError,
@@ -92,7 +95,16 @@ def _validate(run: MethodRun, store: Store, step: int) -> None:
 
 def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
               ) -> dict[str, dict[str, Any]]:
-    """Every (seed, method) result of ``protocol``, resuming what ``store`` holds."""
+    """Every (seed, method) result of ``protocol``, resuming what ``store`` holds.
+
+    On the CPU it first warns, in one line on stderr (local rank 0 only), when this process's
+    threads exceed the free cores (:func:`metaleap.devices.thread_warning`)."""
+    device = getattr(protocol, "device", None)
+    if device is not None and torch.device(device).type == "cpu" and os.environ.get(
+            "LOCAL_RANK", "0") == "0":
+        note = thread_warning()
+        if note is not None:
+            print(note, file=sys.stderr, flush=True)
     results = {}
     for run in protocol.runs():
         result = store.load_result(run.key)
