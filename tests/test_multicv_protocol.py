@@ -343,3 +343,13 @@ def test_hat_anneals_protects_used_units_and_compensates_embedding_gradients():
     for conv, w, h in zip(net.convs, before, held, strict=True):
         kept = h.expand(conv.out_channels, conv.in_channels) == 1
         assert kept.any() and torch.equal(conv.weight[kept], w[kept])
+
+
+def test_dry_run_prints_an_upper_bound_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(TINY + ["--dry-run", "--threads", "1", "--out", str(tmp_path / "run")]) == 0
+    assert list(tmp_path.iterdir()) == []
+    text = capsys.readouterr().out
+    assert "SGD steps (at most) per run" in text and "upper bounds" in text
+    assert {line.split()[0] for line in text.splitlines()[2:] if line.strip()} >= {
+        "leap", "finetune", "scratch", "all"}

@@ -250,3 +250,14 @@ def test_summary_scores_by_hand():
     assert leap["curves"]["g"]["mean"] == [pytest.approx(0.2), pytest.approx(1.0)]
     assert summary["difference"]["score_auc"]["mean"] == pytest.approx(0.4)
     assert summary["difference"]["final_score"]["mean"] == pytest.approx(0.8)
+
+
+def test_dry_run_prices_environment_steps_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["rl", "--preset", "tiny", "--dry-run", "--threads", "1",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert list(tmp_path.iterdir()) == []
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()
+            if line.strip()}
+    # tiny: 2 meta-steps × 2 games × 200 steps, and 1 held-out game × 200 steps
+    assert rows["leap"][1] == "1,000" and rows["scratch"][1] == "200"

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +83,22 @@ def _study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
                    help="under torchrun: seconds a collective waits for the other ranks "
                         "(default 600)")
     _run_arguments(p, out)
+
+
+def _dry_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the config, print the budget (steps per method and seed, and "
+                        "in all) and the wall time estimated from a few timed steps on the "
+                        "device; write nothing")
+
+
+def _dry_run(processes: Processes, budget: Callable[[], object], what: str) -> None:
+    """Print ``what`` and the priced budget (rank 0 under torchrun); nothing is written."""
+    import torch
+
+    _say(processes, f"{what}; {torch.get_num_threads()} CPU thread(s) per process")
+    text = str(budget().render())  # type: ignore[attr-defined]
+    _say(processes, text)
 
 
 def _fields(args: argparse.Namespace) -> dict[str, object]:
@@ -165,6 +181,12 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     processes, device = _prepare(args)
     out = Path(args.out)
     study = TransferStudy(cfg, _open_data(cfg, processes), device, processes)
+    if args.dry_run:
+        from metaleap.protocols.dryrun import transfer_budget
+
+        return _dry_run(processes, lambda: transfer_budget(study),
+                        f"transfer {args.preset}: config checked, {len(study.taskset)} "
+                        f"alphabets, on {device}")
     report = _run(study, out, args, *_flags(args, out, args.resume))
     if report is not None:
         print(report.read_text())
@@ -244,6 +266,13 @@ def cmd_rl(args: argparse.Namespace) -> None:
     _cpu(args)
     out = Path(args.out)
     study = rl.RLStudy(cfg, resolve_device(args.device), progress=not args.no_progress)
+    if args.dry_run:
+        from metaleap.protocols.base import ONE_PROCESS
+        from metaleap.protocols.dryrun import rl_budget
+
+        return _dry_run(ONE_PROCESS, lambda: rl_budget(study),
+                        f"rl {args.preset or cfg.env}: config checked, {len(study.games)} "
+                        f"{cfg.env} games, on {study.device}")
     report = _run(study, out, args, args.resume, args.overwrite)
     if report is not None:
         print(report.read_text())
@@ -263,6 +292,13 @@ def cmd_multicv(args: argparse.Namespace) -> None:
     study = multicv.MultiCVStudy(cfg, resolve_device(args.device), args.allow_missing)
     for name, why in study.left_out.items():
         print(f"metaleap: running without {name}: {why}", file=sys.stderr)
+    if args.dry_run:
+        from metaleap.protocols.base import ONE_PROCESS
+        from metaleap.protocols.dryrun import multicv_budget
+
+        return _dry_run(ONE_PROCESS, lambda: multicv_budget(study),
+                        f"multicv {args.preset}: config checked, data sets "
+                        f"{', '.join(study.cfg.datasets)}, on {study.device}")
     report = _run(study, Path(args.out), args, args.resume, args.overwrite)
     if report is not None:
         print(report.read_text())
@@ -322,6 +358,7 @@ def parser() -> argparse.ArgumentParser:
 
     transfer = sub.add_parser("transfer", help="one transfer study (SPEC §2.1)")
     _study_arguments(transfer, "omniglot-paper", "runs/transfer")
+    _dry_run_argument(transfer)
     transfer.set_defaults(func=cmd_transfer)
 
     sweep = sub.add_parser("sweep", help="the study over several N (AUC against N)")
@@ -340,6 +377,7 @@ def parser() -> argparse.ArgumentParser:
                         metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1,2, "
                         "heldout=breakout, leap.meta_lr=0.5 (repeatable; see settings)")
     _run_arguments(rl_cmd, "runs/rl")
+    _dry_run_argument(rl_cmd)
     rl_cmd.set_defaults(func=cmd_rl)
 
     mcv = sub.add_parser("multicv", help="leave one data set out (SPEC §2.2)")
@@ -358,6 +396,7 @@ def parser() -> argparse.ArgumentParser:
                      help="run without the data sets that are not installed (they are listed "
                           "in the report); without it, a missing one stops the command")
     _run_arguments(mcv, "runs/multicv")
+    _dry_run_argument(mcv)
     mcv.set_defaults(func=cmd_multicv)
 
     settings = sub.add_parser("settings", help="every setting of a preset with its meaning "
