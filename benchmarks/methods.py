@@ -44,6 +44,8 @@ from metaleap.models import make_convnet
 from metaleap.seeding import generator
 
 BATCH, CLASSES = 20, 20
+#: Where the timing runs (``--device``); the memory measurement is the CPU's.
+DEVICE = torch.device("cpu")
 MEMORY_STEPS = {"maml": (1, 5, 10, 20), "leap": (1, 10, 100, 1000),
                 "reptile": (1, 10, 100, 1000), "fomaml": (1, 10, 100, 1000)}
 
@@ -52,8 +54,9 @@ def batches(seed: int, task: int, steps: int) -> Iterator[tuple[torch.Tensor, to
     """``steps + 1`` random batches, drawn one at a time."""
     g = generator(seed, "bench-data", task)
     for _ in range(steps + 1):
-        yield torch.rand(BATCH, 1, 28, 28, generator=g), torch.randint(0, CLASSES, (BATCH,),
-                                                                       generator=g)
+        x, y = torch.rand(BATCH, 1, 28, 28, generator=g), torch.randint(0, CLASSES, (BATCH,),
+                                                                        generator=g)
+        yield x.to(DEVICE), y.to(DEVICE)
 
 
 def tasks(seed: int, n: int, steps: int) -> list[TaskStream]:
@@ -62,7 +65,7 @@ def tasks(seed: int, n: int, steps: int) -> list[TaskStream]:
 
 def learner(method: str, meta_batch: int) -> SupervisedMetaStep:
     """The supervised meta-step of ``method`` (inner and meta lr 0.1) on the SPEC convnet."""
-    model = make_convnet(CLASSES, seed=0)
+    model = make_convnet(CLASSES, seed=0).to(DEVICE)
     ml = make_metalearner(method, model, Context(num_tasks=meta_batch, inner_lr=0.1))
     return SupervisedMetaStep(ml, model, inner_lr=0.1)
 
@@ -77,8 +80,10 @@ def time_methods(methods: list[str], steps: dict[str, int], meta_batch: int,
         order = methods[r % len(methods):] + methods[:r % len(methods)]
         for m in order:
             data = tasks(r, meta_batch, steps[m])
+            sync()
             start = time.perf_counter()
             learners[m](data)
+            sync()
             seconds[m].append(time.perf_counter() - start)
             print(f"  repeat {r} {m:9s} K={steps[m]:4d} {seconds[m][-1]:8.2f} s", flush=True)
     print(f"\nmeta-step time, batch {BATCH}, meta-batch {meta_batch}, {repeats} repeats, "
@@ -90,6 +95,11 @@ def time_methods(methods: list[str], steps: dict[str, int], meta_batch: int,
         median = statistics.median(seconds[m])
         per_step = 1000 * median / (meta_batch * steps[m])
         print(f"{m:10s} {steps[m]:5d} {median:9.2f} {per_step:8.1f} {ratio:8.2f}")
+
+
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def status_kib(field: str) -> int:
@@ -137,6 +147,7 @@ def main() -> None:
     parser.add_argument("--meta-batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the timing runs (cpu, cuda)")
     parser.add_argument("--methods", nargs="+", default=sorted(METHODS),
                         help="methods to time (leap is always included)")
     parser.add_argument("--no-time", action="store_true")
@@ -144,6 +155,8 @@ def main() -> None:
     parser.add_argument("--measure", nargs=2, metavar=("METHOD", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.measure:
         measure(args.measure[0], int(args.measure[1]))
         return

@@ -10,7 +10,7 @@ prints the median of the paired time ratios (Leap / plain) in two regimes:
 Then the peak resident memory of a child process that trains K = 10, 100, 1000 steps with
 Leap (it must stay flat: Leap keeps three flat buffers, not the trajectory).
 
-    python benchmarks/overhead.py [--repeats 15] [--device cpu]
+    python benchmarks/overhead.py [--repeats 15] [--device cpu] [--threads 1]
 """
 
 from __future__ import annotations
@@ -113,8 +113,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.memory_child:
         peak_memory_child(args.memory_child, args.device)
         return

@@ -170,3 +170,30 @@ def test_atari_actor_critic_runs_channels_last_with_the_nchw_values() -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     minatar = ActorCritic("minatar", 4, generator(0, "enc"), generator(0, "heads"))
     assert not minatar.channels_last and minatar.encoder[0].weight.is_contiguous()
+
+
+def test_leap_meta_gradient_on_the_channels_last_convnet_equals_nchw() -> None:
+    from metaleap import Leap
+
+    g = torch.Generator().manual_seed(2)
+    data = [(torch.randn(4, 1, 16, 16, generator=g), torch.randint(0, 5, (4,), generator=g))
+            for _ in range(4)]
+    grads = []
+    for channels_last in (True, False):
+        net = make_convnet(5, seed=1, channels=4, image_size=16, channels_last=channels_last)
+        leap = Leap(net)
+        leap.begin_task(net)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        for x, y in data[:-1]:
+            loss = nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            leap.observe(net, loss)
+            opt.step()
+            opt.zero_grad()
+        with torch.no_grad():
+            leap.end_task(net, nn.functional.cross_entropy(net(data[-1][0]), data[-1][1]))
+        leap.meta_grad()
+        grads.append({n: p.grad for n, p in leap.named_meta_parameters()})
+    assert grads[0]["encoder.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    for name, grad in grads[1].items():
+        torch.testing.assert_close(grads[0][name], grad, rtol=1e-4, atol=1e-6)

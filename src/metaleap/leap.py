@@ -107,6 +107,16 @@ def add_mean_to_grad(params: list[Tensor], total: Tensor, count: int) -> None:
             p.grad.add_(g.view_as(p))
 
 
+def _like(flat: Tensor, p: Tensor) -> Tensor:
+    """``flat`` (``p.numel()`` values) as a tensor shaped like ``p`` and laid out in memory
+    like it: a channels-last ``p`` gets a channels-last view, anything else a row-major one."""
+    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(
+            memory_format=torch.channels_last):
+        n, c, h, w = p.shape
+        return flat.view(n, h, w, c).permute(0, 3, 1, 2)
+    return flat.view_as(p)
+
+
 def _mangle(name: str) -> str:
     return name.replace(".", "__")
 
@@ -279,7 +289,8 @@ class Leap(nn.Module):
     def contribution(self) -> Contribution:
         """This process's sums over the finished tasks (zeros if none); starts a new meta-batch.
 
-        ``"grad"``: Σ over kept tasks of Σ_i increment_i (flat, θ⁰'s order); ``"tasks"``,
+        ``"grad"``: Σ over kept tasks of Σ_i increment_i (flat, θ⁰'s order, each parameter
+        in its memory layout: a channels-last weight channels-last); ``"tasks"``,
         ``"dropped"``: counts; ``"path"``: Σ of the kept tasks' paths; with
         ``buffers="average"``, ``"buffer:NAME"``: Σ of the kept tasks' final buffers.
         """
@@ -313,7 +324,12 @@ class Leap(nn.Module):
         stats = MetaGradStats(tasks=kept, dropped=contribution.count("dropped"),
                               mean_path=float(sums["path"]) / kept if kept else float("nan"))
         if kept:
-            add_mean_to_grad([p for _, p in self.named_meta_parameters()], sums["grad"], kept)
+            mean = sums["grad"].div_(kept)
+            for (_, p), g in zip(self.named_meta_parameters(), self._views(mean), strict=True):
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad.add_(g)
             for key, total in sums.items():
                 if key.startswith("buffer:"):
                     getattr(self.init_buffers, _mangle(key[7:])).copy_(total / kept)
@@ -405,7 +421,9 @@ class Leap(nn.Module):
         self._buffer_sums: dict[str, Tensor] = {}
 
     def _views(self, flat: Tensor) -> list[Tensor]:
-        return [v.view_as(p) for v, (_, p) in
+        """``flat`` as one tensor per parameter, each laid out in memory like θ⁰'s (so that a
+        channels-last weight is read and written in its own order)."""
+        return [_like(v, p) for v, (_, p) in
                 zip(flat.split(self._numels), self.named_meta_parameters(), strict=True)]
 
     def _check_running(self, model: nn.Module) -> None:

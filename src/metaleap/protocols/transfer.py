@@ -84,6 +84,9 @@ class TransferConfig(MethodConfig):
     block_order: str = "bn-relu-pool"
     """what follows each conv of the convnet: "bn-relu-pool" (BatchNorm, ReLU, max-pool) or
     "pool-bn-relu" (max-pool, BatchNorm, ReLU: the authors' 2019 code)"""
+    channels_last: bool = True
+    """store the conv weights channels-last: faster on the CPU, float sums differ in their
+    last bits; false gives the NCHW numbers of metaleap 0.2 bit for bit"""
     augment: bool = True
     """augment every training image: rotation 0–360°, translation ±20 %, scale 0.8–1.2"""
     batch_size: int = 20
@@ -271,7 +274,8 @@ class TransferStudy(StudyProtocol):
         """Fresh ConvNets with the seed's initial weights: every method starts from one θ⁰."""
         cfg = self.cfg
         return lambda: make_convnet(cfg.ways, seed, image_size=cfg.image_size,
-                                    block_order=cfg.block_order).to(self.device)
+                                    block_order=cfg.block_order,
+                                    channels_last=cfg.channels_last).to(self.device)
 
     def runs(self) -> Iterator[TransferRun]:
         for seed in self.cfg.seeds:
