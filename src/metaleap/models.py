@@ -68,7 +68,7 @@ class ConvNet(nn.Module):
     the window's first maximum, or give zero where it is not positive), and ReLU then touches
     a quarter of the activations; the layers are ``[conv, BN, pool, ReLU]`` and parameter
     names do not change (pool and ReLU have none). With ``channels_last`` the conv weights are
-    stored channels-last, so that oneDNN runs every layer in NHWC on the CPU (about 1.5× faster
+    stored channels-last, so that oneDNN runs every layer in NHWC on the CPU (1.2–1.6× faster
     per step here, see ``docs/benchmarks.md``); sums may then differ from NCHW's in the last
     float bits. Values, shapes, names and the flat order of parameters are unchanged.
 
