@@ -16,6 +16,7 @@ from metaleap.protocols.transfer import summarize
 
 T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
 T_975_2 = 4.302652729911275   # … 2 degrees of freedom
+T_975_1 = 12.706204736174698  # … 1 degree of freedom
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
@@ -106,14 +107,24 @@ def test_report_tables_compute_what_summarize_stores():
     means = report.table(summary).splitlines()
     # Leap's test errors 0.8, 0.8, 0.8, 0.7, 0.7, 0.7: mean 0.75, half-width
     # t · sqrt(0.015 / 5) / sqrt(6) = 0.0575
+    # Seed level: two per-seed means differing by 0.1, so the half-width is
+    # t₁ · 0.1 / √2 / √2 = 0.05 · t₁ = 0.635 (AUC means 0.6, 0.5; test 0.8, 0.7)
+    half = T_975_1 * 0.05
     leap_auc = report.interval(summary["methods"]["leap"], "error_auc")
     assert means[2] == (f"| Leap | {100 * leap_auc.mean:.1f} [{100 * leap_auc.low:.1f}, "
-                        f"{100 * leap_auc.high:.1f}] | 75.0 [69.3, 80.7] | "
+                        f"{100 * leap_auc.high:.1f}]; seeds [{100 * (0.55 - half):.1f}, "
+                        f"{100 * (0.55 + half):.1f}] | 75.0 [69.3, 80.7]; seeds "
+                        f"[{100 * (0.75 - half):.1f}, {100 * (0.75 + half):.1f}] | "
                         f"{2 * leap_auc.mean:.3f} [{2 * leap_auc.low:.3f}, "
-                        f"{2 * leap_auc.high:.3f}] | 3 × 2 × 5 = 30 | 2 × 3 |")
-    # half-widths: Reptile 0.0196 (AUC), 0.1101 (test); FOMAML, 3 pairs, t₂ · 0.0577 / √3
+                        f"{2 * leap_auc.high:.3f}]; seeds [{2 * (0.55 - half):.3f}, "
+                        f"{2 * (0.55 + half):.3f}] | 3 × 2 × 5 = 30 | 2 × 3 |")
+    # half-widths: Reptile 0.0196 (AUC), 0.1101 (test); FOMAML, 3 pairs, t₂ · 0.0577 / √3.
+    # Reptile's per-seed mean differences: AUC 0.02 and 0.05 (half-width t₁ · 0.015),
+    # test 0 and 0.1 (t₁ · 0.05); FOMAML ran one seed, so it has no seed-level interval.
     assert report.difference_table(summary).splitlines()[4:] == [
-        "| Reptile | 3.5 [1.5, 5.5] Leap better | 5.0 [-6.0, 16.0] spans 0 |",
+        f"| Reptile | 3.5 [1.5, 5.5]; seeds [{100 * (0.035 - T_975_1 * 0.015):.1f}, "
+        f"{100 * (0.035 + T_975_1 * 0.015):.1f}] Leap better | 5.0 [-6.0, 16.0]; seeds "
+        f"[{100 * (0.05 - half):.1f}, {100 * (0.05 + half):.1f}] spans 0 |",
         "| FOMAML | -6.7 [-21.0, 7.7] spans 0 | -3.3 [-17.7, 11.0] spans 0 |"]
 
 
@@ -173,3 +184,27 @@ def test_committed_budget_report_is_generated_from_the_committed_results(tmp_pat
     budget.write_budget_report(tmp_path)
     for name in ("report.md", "results.json"):
         assert (tmp_path / name).read_text() == (committed / name).read_text(), name
+
+
+def test_the_audited_intervals_are_in_the_generated_reports():
+    """Intervals an independent audit computed with its own code from the committed
+    results.json: comparisons across N paired on (seed, task), and Multi-CV's pooled
+    difference with the data set as the unit, with its sign test."""
+    sweep = (RESULTS / "report.md").read_text()
+    assert "| Leap | 1 → 5 | -2.0 [-3.5, -0.6]; seeds" in sweep
+    assert re.search(r"\| Finetuning \(multi-head\) \| 5 → 20 \| [^|]+ \| 14\.9 \[7\.2, 22\.6\]",
+                     sweep)
+    summary = json.loads((RESULTS / "multicv" / "results.json").read_text())
+    assert ("Finetuning (multi-head) − Leap, test error over every held-out data set: "
+            "-17.6 [-27.2, -8.1] points over the 21 (data set, seed) pairs (Leap worse), "
+            "-17.6 [-37.5, 2.2] with the 7 data sets as the unit (spans 0); Finetuning "
+            "(multi-head) is lower on 7 and higher on 0 of them (sign test p = 0.016)."
+            ) in report.multicv_reading(summary)
+
+
+def test_committed_multicv_and_rl_reports_are_generated_from_their_results(tmp_path: Path):
+    for name in ("multicv", "rl"):
+        shutil.copytree(RESULTS / name, tmp_path / name)
+        report.write_report(tmp_path / name)
+        assert ((tmp_path / name / "report.md").read_text()
+                == (RESULTS / name / "report.md").read_text()), name
