@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metaleap import budget, report
+from metaleap import budget, report, stats
 from metaleap.protocols.transfer import summarize
 
 T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
@@ -162,14 +162,15 @@ def test_committed_reports_are_generated_from_the_committed_results():
     assert (RESULTS / "report.md").read_text() == expected
 
 
-@pytest.mark.parametrize("folder", [RESULTS, RESULTS / "budget"])
-def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path):
+@pytest.mark.parametrize("folder,least", [(RESULTS, 20), (RESULTS / "budget", 20),
+                                          (RESULTS / "multicv", 5), (RESULTS / "rl", 2)])
+def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path, least: int):
     """Each interval and budget in a write-up (README.md) is copied from its report.md."""
     write_up = (folder / "README.md").read_text()
     tables = (folder / "report.md").read_text()
     quoted = re.findall(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", write_up)
     quoted += re.findall(r"\d+ × \d+ × \d+ = \d+", write_up)
-    assert len(quoted) > 20
+    assert len(quoted) >= least
     assert [q for q in quoted if q not in tables] == []
 
 
@@ -208,3 +209,50 @@ def test_committed_multicv_and_rl_reports_are_generated_from_their_results(tmp_p
         report.write_report(tmp_path / name)
         assert ((tmp_path / name / "report.md").read_text()
                 == (RESULTS / name / "report.md").read_text()), name
+
+
+def test_the_readme_results_table_is_the_committed_results():
+    """Every number in the top-level README's Results table, computed here from the committed
+    results.json files."""
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    rows = readme[readme.index("## Results"):].split("\n## ")[0].splitlines()
+    rows = {r.split("](")[1].split(")")[0]: r for r in rows if r.startswith("| [")}
+    paper = 1000 * 20 * 100  # the paper's inner SGD steps per run: meta-steps × tasks × K
+
+    n5 = json.loads((RESULTS / "n-5" / "results.json").read_text())
+    steps = int(report.budget(n5, "leap").split(" = ")[1])
+    assert report.differences(n5, "error_auc")["finetune"].format(100) in rows["docs/results/"]
+    assert f"{steps} / {paper:,} inner SGD steps per run: {100 * steps / paper:.2f} %" in \
+        rows["docs/results/"]
+
+    found = budget.comparisons(budget.collect(RESULTS / "budget"))
+    ft5 = next(c for c in found if c.other.method == "finetune" and c.leap.num_pretrain == 5)
+    ft100 = next(c for c in found if c.other.method == "finetune" and c.leap.inner_steps == 100)
+    last = ft5.steps[-1]
+    row = rows["docs/results/budget/"]
+    assert f"{ft5.at(last, 'error_auc').format(100)} (N = 5, {last} meta-steps)" in row
+    assert (f"{budget.gap_change(ft100.other, ft100.leap, 12, 48, 'error_auc').format(100)} "
+            "from 12 to 48 meta-steps") in row
+    most = ft5.leap.consumed(last)
+    assert f"{most} / {paper:,} inner SGD steps per run: {100 * most / paper:.1f} %" in row
+
+    multicv = json.loads((RESULTS / "multicv" / "results.json").read_text())
+    d, pairs = report.pooled_difference(multicv, "finetune", "test_error")
+    datasets = stats.regroup(pairs, lambda k: k.rsplit("/", 1)[0])
+    higher, lower, p = stats.sign_test([sum(v) / len(v) for v in datasets.values()])
+    row = rows["docs/results/multicv/"]
+    assert f"lowest on {lower} of {len(datasets)} (sign test p = {p:.3f})" in row
+    assert f"{stats.by_group(datasets).format(100)} with data sets as the unit" in row
+    cfg = multicv["config"]
+    most = cfg["meta_steps"] * (len(cfg["datasets"]) - 1) * cfg["max_epochs"] * math.ceil(
+        cfg["max_train"] / cfg["batch_size"])
+    assert f"≤ {most} pretraining SGD steps per run" in row
+
+    rl = json.loads((RESULTS / "rl" / "results.json").read_text())
+    cfg = rl["config"]
+    ours = cfg["meta_steps"] * min(cfg["meta_batch"], len(cfg["pretrain"])) * cfg["train_steps"]
+    theirs = 100 * 16 * 5_000_000  # meta-steps × games per meta-step × steps per game
+    row = rows["docs/results/rl/"]
+    assert f"score AUC {report.Interval(**rl['difference']['score_auc']).format(100)}" in row
+    assert (f"{ours / 1e6:.1f} million / {theirs / 1e6:,.0f} million meta-training environment "
+            f"steps: {100 * ours / theirs:.2f} %") in row
