@@ -197,8 +197,9 @@ def difference_table(summary: dict[str, Any]) -> str | None:
 PHRASES = {
     "error_auc": ("learns the held-out tasks faster than {ref} (train-error AUC {x} points "
                   "lower)", "learns the held-out tasks slower than {ref} (train-error AUC {x} "
-                  "points higher)", "shows no difference in learning speed from {ref} "
-                  "(train-error AUC difference {x} points, spanning 0)"),
+                  "points higher)", "shows no difference in how fast it learns the held-out "
+                  "tasks compared with training {ref} (train-error AUC difference {x} points, "
+                  "spanning 0)"),
     "path_length": ("along shorter learning paths ({x} shorter)",
                     "along longer learning paths ({x} longer)",
                     "with no difference in path length shown (difference {x}, spanning 0)"),
