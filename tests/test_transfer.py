@@ -322,8 +322,9 @@ def test_cli_demo_ends_with_the_sentences_its_numbers_support(tmp_path: Path, om
                  "--no-progress", "--set", "methods=leap,finetune,scratch"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == (out / "report.md").read_text().strip().splitlines()[-1]
-    assert re.fullmatch(r"Leap learns the held-out tasks .* from no pretraining .*\. "
-                        r"Leap learns the held-out tasks .* from finetuning .*\.", last)
+    learns = r"Leap (learns|shows no difference in how fast it learns) the held-out tasks"
+    assert re.fullmatch(rf"{learns} .* from no pretraining .*\. {learns} .* from finetuning .*\.",
+                        last)
 
 
 @pytest.mark.parametrize("args,message", [
