@@ -14,6 +14,8 @@ independent writers would:
   stream ``(seed, "glyphs-v2", alphabet, "drawer", j)``: pen width, pressure variation, slant,
   tilt, proportions, the strength of its deformation and pen tremor, and a habitual smooth
   deformation field of its own. No style is shared across alphabets.
+- **Intricate letters** are written with a thinner pen (:func:`pen_scale`), as a writer draws
+  them larger against the pen.
 - **Each image** (stream ``(seed, "glyphs-v2", alphabet, letter, j)``) adds a smooth
   deformation field of the drawer's strength, a fine tremor field, small jitter of the style's
   linear map and width. The transformed points are drawn with a round pen whose width varies
@@ -44,7 +46,7 @@ _STEPS = 3  # points per skeleton edge (spacing under half a skeleton pixel)
 
 #: style ranges, (low, high): drawn uniformly per (alphabet, drawer)
 STYLE = {
-    "pen": (0.07, 0.13),       # pen width, fraction of the drawn box's side
+    "pen": (0.055, 0.11),       # pen width, fraction of the drawn box's side
     "pressure": (0.0, 0.35),    # relative width variation along the strokes
     "slant": (-0.35, 0.35),     # horizontal shear
     "tilt": (-8.0, 8.0),        # rotation, degrees
@@ -71,7 +73,8 @@ def skeleton_font(fonts: list[v1.FontInfo]) -> int:
 
 
 def skeleton_points(face: ImageFont.FreeTypeFont, ch: str) -> tuple[np.ndarray, np.ndarray]:
-    """The letter's skeleton: (points (P, 2) as (x, y) in [-1, 1], edge index pairs (E, 2)).
+    """The letter's skeleton: (points (P, 2) as (x, y) in [-1, 1], one per skeleton pixel, and
+    edge index pairs (E, 2) between 8-neighbours).
 
     The glyph, fitted into a square (aspect kept), is blurred a little (round corners, no
     serifs nor pixel steps), thresholded and skeletonized by scikit-image.
@@ -142,17 +145,25 @@ def _linear(tilt: float, slant: float, aspect: float) -> np.ndarray:
     return rot @ shear @ scale
 
 
-def draw(points: np.ndarray, style: dict[str, object], rng: np.random.Generator, size: int
-         ) -> np.ndarray:
-    """One drawer's image of a skeleton (dense points in [-1, 1]²): float (size, size) in
-    [0, 1], ink high, darkest ink 1."""
+def pen_scale(pixels: int) -> float:
+    """How much thinner than its style a drawer writes a letter whose skeleton has ``pixels``
+    pixels (in the ``_SKELETON_PX`` square), as a writer draws an intricate letter larger
+    against the pen: 1 up to 3 square sides of line, then with the inverse square root of the
+    line length, at least 0.55."""
+    return float(np.clip((3 * _SKELETON_PX / max(pixels, 1)) ** 0.5, 0.55, 1.0))
+
+
+def draw(points: np.ndarray, style: dict[str, object], rng: np.random.Generator, size: int,
+         thin: float = 1.0) -> np.ndarray:
+    """One drawer's image of a skeleton (dense points in [-1, 1]²), its pen ``thin`` times its
+    style's: float (size, size) in [0, 1], ink high, darkest ink 1."""
     s = style
     linear = _linear(s["tilt"] + rng.normal(0, 2.5), s["slant"] + rng.normal(0, 0.05),
                      s["aspect"] + rng.normal(0, 0.05))
     warp = rng.standard_normal((2, 4, 4))
     tremor = rng.standard_normal((2, 9, 9))
     pressure = rng.standard_normal((1, 3, 3))
-    width = s["pen"] * math.exp(rng.normal(0, 0.08))
+    width = s["pen"] * thin * math.exp(rng.normal(0, 0.08))
     xy = (points + s["habit"] * _field(points, s["habit_field"])
           + s["warp"] * _field(points, warp) + s["tremor"] * _field(points, tremor))
     xy = xy @ linear.T
@@ -189,10 +200,11 @@ def render_alphabet(spec: v1.AlphabetSpec, font: v1.FontInfo, seed: int, size: i
     styles = drawer_styles(seed, spec.name)
     out = np.zeros((len(spec.characters), DRAWERS, size, size), np.uint8)
     for c, ch in enumerate(spec.characters):
-        points = _dense(*skeleton_points(face, ch))
+        skeleton, edges = skeleton_points(face, ch)
+        points, thin = _dense(skeleton, edges), pen_scale(len(skeleton))
         for j, style in enumerate(styles):
             rng = numpy_rng(seed, "glyphs-v2", spec.name, ch, j)
-            out[c, j] = np.round(draw(points, style, rng, size) * 255).astype(np.uint8)
+            out[c, j] = np.round(draw(points, style, rng, size, thin) * 255).astype(np.uint8)
     return out
 
 
