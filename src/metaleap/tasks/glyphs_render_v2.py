@@ -43,6 +43,7 @@ DRAWERS = v1.DRAWERS
 SUPERSAMPLE = 4  # drawing canvas side / output side
 _SKELETON_PX = 64  # side of the square the skeleton is taken in
 _STEPS = 3  # points per skeleton edge (spacing under half a skeleton pixel)
+_SPUR = 5  # skeleton branches from an end to a junction shorter than this are dropped
 
 #: style ranges, (low, high): drawn uniformly per (alphabet, drawer)
 STYLE = {
@@ -51,8 +52,8 @@ STYLE = {
     "slant": (-0.35, 0.35),     # horizontal shear
     "tilt": (-8.0, 8.0),        # rotation, degrees
     "aspect": (-0.18, 0.18),    # log of width / height stretch
-    "habit": (0.03, 0.08),      # the drawer's own fixed deformation field, std (box = 2)
-    "warp": (0.04, 0.09),       # per-image smooth deformation, std
+    "habit": (0.055, 0.145),  # the drawer's own fixed deformation field, std (box = 2)
+    "warp": (0.07, 0.16),     # per-image smooth deformation, std
     "tremor": (0.004, 0.012),   # per-image fine pen jitter, std
 }
 
@@ -84,6 +85,7 @@ def skeleton_points(face: ImageFont.FreeTypeFont, ch: str) -> tuple[np.ndarray, 
     lines = skeletonize(smooth > 0.5)
     if not lines.any():  # a hairline that the threshold erased: its ink, thinned
         lines = skeletonize(np.pad(img, 4) > 0)
+    lines = _prune(lines, _SPUR)
     ys, xs = np.nonzero(lines)
     index = -np.ones(lines.shape, np.int64)
     index[ys, xs] = np.arange(len(ys))
@@ -96,6 +98,30 @@ def skeleton_points(face: ImageFont.FreeTypeFont, ch: str) -> tuple[np.ndarray, 
     side = lines.shape[0]
     points = np.stack([xs, ys], 1).astype(np.float64) * 2 / (side - 1) - 1
     return points, np.concatenate(edges)
+
+
+def _prune(lines: np.ndarray, length: int) -> np.ndarray:
+    """``lines`` without their spurs: branches from an end point to a junction shorter than
+    ``length`` pixels (serifs, corners of thick strokes). Lone strokes and dots stay."""
+    lines = lines.copy()
+    count = ndimage.convolve(lines.astype(np.int64), np.ones((3, 3), np.int64),
+                             mode="constant") - 1
+    h, w = lines.shape
+    for y0, x0 in zip(*np.nonzero(lines & (count == 1)), strict=True):
+        path, (y, x) = [(y0, x0)], (y0, x0)
+        while len(path) <= length:
+            nxt = [(y + dy, x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                   if (dy or dx) and 0 <= y + dy < h and 0 <= x + dx < w
+                   and lines[y + dy, x + dx] and (y + dy, x + dx) not in path]
+            if len(nxt) != 1:  # a junction reached (or a lone stroke's other end)
+                break
+            y, x = nxt[0]
+            if count[y, x] >= 3:  # the junction: drop the branch before it
+                for py, px in path:
+                    lines[py, px] = False
+                break
+            path.append((y, x))
+    return lines
 
 
 def _dense(points: np.ndarray, edges: np.ndarray) -> np.ndarray:
