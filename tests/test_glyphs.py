@@ -256,6 +256,9 @@ def test_v2_skeleton_font_prefers_outline_regular_sans() -> None:
     assert glyphs_render_v2.skeleton_font(fonts) == 3
     assert glyphs_render_v2.skeleton_font(fonts[:3]) == 2
     assert glyphs_render_v2.skeleton_font(fonts[:1]) == 0  # a bitmap font only as a last resort
+    pair = [font("DejaVu Sans", "fonts-dejavu-core/extra"), fonts[3]]
+    assert glyphs_render_v2.skeleton_font(pair) == 0
+    assert glyphs_render_v2.skeleton_font(pair, "Foo") == 1  # a design made for the script
 
 
 def test_separation_stats_against_hand_values() -> None:

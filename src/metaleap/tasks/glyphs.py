@@ -209,7 +209,7 @@ def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str
                          "glyphs: drawing", progress)
             drawing = [list(s.fonts) for s in specs]
         else:  # one skeleton font per alphabet, chosen among the fonts that chose its letters
-            drawing = [[s.fonts[render_v2.skeleton_font([infos[i] for i in s.fonts])]]
+            drawing = [[s.fonts[render_v2.skeleton_font([infos[i] for i in s.fonts], s.name)]]
                        for s in specs]
             drawn = _run(pool, render_v2.render_alphabet,
                          [(s, infos[d[0]], seed, size) for s, d in zip(specs, drawing,

@@ -63,13 +63,16 @@ def software() -> dict[str, str]:
     return {"scikit-image": skimage.__version__, "scipy": scipy.__version__}
 
 
-def skeleton_font(fonts: list[v1.FontInfo]) -> int:
-    """Index in ``fonts`` of the skeleton font: outline before bitmap (Unifont), upright before
-    italic, weight nearest regular, a sans design before others, then the given order."""
+def skeleton_font(fonts: list[v1.FontInfo], alphabet: str = "") -> int:
+    """Index in ``fonts`` of the skeleton font of ``alphabet``: outline before bitmap
+    (Unifont), upright before italic, weight nearest regular, a design made for the script
+    (its name in the font's) before others, a sans design before others, then the given
+    order."""
     def rank(k: int) -> tuple:
         f = fonts[k]
         return (f.source == "fonts-unifont" or f.name.startswith("Unifont"), f.italic,
-                abs(f.weight - 400), "Sans" not in f.name.split(), k)
+                abs(f.weight - 400), alphabet.lower() not in f.name.lower(),
+                "Sans" not in f.name.split(), k)
     return min(range(len(fonts)), key=rank)
 
 
@@ -198,7 +201,9 @@ def draw(points: np.ndarray, style: dict[str, object], rng: np.random.Generator,
     inner = (size - 2 * margin) * SUPERSAMPLE
     low, high = xy.min(0), xy.max(0)
     extent = max(float((high - low).max()), 1e-6)
-    # pen radius in canvas pixels, relative to the drawn box, varying with the pressure
+    # pen radius in canvas pixels, relative to the drawn box (a wide or tall letter's pen
+    # follows its shorter side a little), varying along the strokes with the pressure
+    width *= float(np.clip(math.sqrt(max(float((high - low).min()), 1e-6) / extent), 0.7, 1))
     radius = width * inner / 2 * np.clip(1 + s["pressure"] * _field(points, pressure)[:, 0],
                                          0.5, 1.6)
     scale = (inner - 2 * radius.max() - 1) / extent
