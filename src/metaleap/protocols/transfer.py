@@ -61,7 +61,8 @@ class TransferConfig(MethodConfig):
                                              "meta_steps")
 
     data: str = "glyphs"
-    """the alphabets: "glyphs" (rendered offline) or "omniglot:PATH" (the standard layout)"""
+    """the alphabets: "glyphs" (rendered offline, data version 1), "glyphs:v2" (version 2) or
+    "omniglot:PATH" (the standard layout)"""
     methods: list[str] = field(default_factory=lambda: ["leap", "reptile", "fomaml", "maml",
                                                         "finetune", "scratch"])
     """the methods to compare (see ``metaleap.metalearners.METHODS``)"""
