@@ -11,6 +11,7 @@ float64 for FOMAML, whose raw query gradient is the most sensitive.
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 import torch
 from test_transfer import KILLER, Synthetic, content, run_study
 
+from metaleap.cli import main
 from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
 from metaleap.models import make_convnet
 from metaleap.protocols import batched
@@ -212,3 +214,17 @@ def test_auto_batches_on_cuda_only_and_bad_modes_are_refused():
     assert not TransferStudy(resolve_config("tiny"), Synthetic()).batched  # auto on the CPU
     with pytest.raises(ConfigError, match="task_batching"):
         resolve_config("tiny", ["task_batching=sometimes"])
+
+
+def test_cli_flag_records_the_setting_and_notes_the_sequential_methods(tmp_path: Path,
+                                                                      omniglot: Path, capsys):
+    """--task-batching on is the config's task_batching; MAML's meta-training stays task by
+    task, which the command says in one line."""
+    out = tmp_path / "run"
+    assert main(["transfer", "--preset", "tiny", "--data", f"omniglot:{omniglot}", "--out",
+                 str(out), "--no-progress", "--task-batching", "on", "--set",
+                 "methods=leap,maml", "--set", "maml.inner_steps=1", "--set",
+                 "image_size=16"]) == 0
+    err = capsys.readouterr().err
+    assert "task batching is on; maml meta-train task by task" in err
+    assert json.loads((out / "config.json").read_text())["config"]["task_batching"] == "on"

@@ -27,7 +27,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from metaleap import seeding, stats
-from metaleap.metalearners import METHODS, Context, SupervisedMetaStep, TaskStream
+from metaleap.metalearners import (
+    METHODS,
+    Context,
+    MetaLearner,
+    SupervisedMetaStep,
+    TaskStream,
+)
 from metaleap.models import make_convnet
 from metaleap.protocols import batched
 from metaleap.protocols.base import (
@@ -246,6 +252,16 @@ class TransferStudy(StudyProtocol):
         used = sorted({i for s in self.splits.values() for i in s.heldout + s.val + s.pretrain})
         for index in used:  # builds (and so checks) every task once, with the first seed
             self.task(index, cfg.seeds[0])
+
+    def batching_note(self) -> str | None:
+        """One line naming the methods that meta-train task by task although tasks are
+        batched (MAML, finetuning: no batched form; their evaluations are batched)."""
+        if not self.batched:
+            return None
+        alone = [m for m in self.cfg.methods
+                 if METHODS[m].meta_trains and METHODS[m].batched is MetaLearner.batched]
+        return (f"task batching is on; {', '.join(alone)} meta-train task by task (no batched "
+                "form), their held-out evaluations are batched") if alone else None
 
     def config_record(self) -> dict[str, Any]:
         return {"protocol": self.name, "config": self.cfg.to_dict(),
