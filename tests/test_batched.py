@@ -1,17 +1,16 @@
 """Batched tasks (``task_batching``) equal the sequential path: meta-steps, held-out curves,
 whole studies and their resume, on tiny budgets on the CPU.
 
-The unit tests run in float64, where the two paths agree to about 1e-15: they compute the
-same function, and only float rounding can tell them apart. Float32 training amplifies
-rounding (BatchNorm after a convolution cancels most of its weight gradient), so on random
-labels float32 alone moves θ⁰ by more than 1e-5 within a few meta-steps, sequentially as
-batched; the study tests check 1e-5 in float32 where training is well conditioned, and in
-float64 for FOMAML, whose raw query gradient is the most sensitive.
+The equality tests run in float64, where the two paths agree to about 1e-15: they compute
+the same function, and only float rounding can tell them apart. Float32 training amplifies
+rounding (BatchNorm cancels most of a convolution's weight gradient, a max-pool reroutes the
+gradient when rounding reorders a near-tie), so float32 alone moves θ⁰ by more than 1e-5
+within a few meta-steps, task by task as batched (docs/experiments.md); the float32 checks
+(held-out training, a study of Leap) use the tolerance stated at each.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pytest
 import torch
 from test_transfer import KILLER, Synthetic, content, run_study
 
-from metaleap.cli import main
+from metaleap.cli import _fields, parser
 from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
 from metaleap.models import make_convnet
 from metaleap.protocols import batched
@@ -160,33 +159,32 @@ def test_stacked_net_keeps_tasks_apart():
     assert close(grads[0], grads[1]) == 0.0
 
 
-@pytest.mark.parametrize(("methods", "dtype"), [
-    ("leap,reptile,scratch", torch.float32),
-    ("fomaml,maml,scratch", torch.float64)])
+@pytest.mark.parametrize(("methods", "dtype", "tol"), [
+    ("leap,fomaml,scratch", torch.float64, TOL), ("leap,scratch", torch.float32, 1e-4)])
 def test_study_batched_equals_sequential(tmp_path: Path, methods: str, dtype: torch.dtype,
-                                         request: pytest.FixtureRequest):
-    """A tiny study with task_batching on equals it off to 1e-5: held-out metrics and curves
-    (also at heldout_at) and the exported initializations (FOMAML in float64, see the module
-    doc). MAML meta-trains task by task either way; every held-out evaluation is batched."""
+                                         tol: float, request: pytest.FixtureRequest):
+    """A tiny study with task_batching on equals it off: held-out metrics and curves (also at
+    heldout_at) and the exported initializations, to 1e-5 in float64; in float32, where
+    rounding grows over the steps (module doc), to a relative 1e-4."""
     if dtype == torch.float64:
         request.getfixturevalue("float64")
     common = [f"methods={methods}", "meta_steps=2", "heldout_at=1", "image_size=16",
-              "maml.inner_steps=1"]
+              "num_val=0"]
     off = run_study(tmp_path / "off", common + ["task_batching=off"])
     on = run_study(tmp_path / "on", common + ["task_batching=on"])
     for key, a in off.items():
         b = on[key]
         for metric in ("error_auc", "loss_auc", "test_error", "path_length"):
-            assert b[metric] == pytest.approx(a[metric], abs=TOL), (key, metric)
+            assert b[metric] == pytest.approx(a[metric], rel=tol, abs=tol), (key, metric)
             for step, values in a.get("budget", {}).items():
-                assert b["budget"][step][metric] == pytest.approx(values[metric], abs=TOL)
+                assert b["budget"][step][metric] == pytest.approx(values[metric], rel=tol,
+                                                                  abs=tol)
         for curve in ("train_error_curves", "train_loss_curves"):
-            assert torch.tensor(b[curve]) == pytest.approx(torch.tensor(a[curve]), rel=TOL,
-                                                           abs=TOL)
-        method = key.removeprefix("seed0-")
+            assert torch.tensor(b[curve]) == pytest.approx(torch.tensor(a[curve]), rel=tol,
+                                                           abs=tol)
         inits = [load_initialization(tmp_path / d / "init" / f"{key}.safetensors")
                  .state_dict() for d in ("off", "on")]
-        assert close(*inits) < TOL, method
+        assert close(*inits) < tol, key
 
 
 def test_batched_run_resumes_bit_identically(tmp_path: Path):
@@ -216,15 +214,17 @@ def test_auto_batches_on_cuda_only_and_bad_modes_are_refused():
         resolve_config("tiny", ["task_batching=sometimes"])
 
 
-def test_cli_flag_records_the_setting_and_notes_the_sequential_methods(tmp_path: Path,
-                                                                      omniglot: Path, capsys):
-    """--task-batching on is the config's task_batching; MAML's meta-training stays task by
-    task, which the command says in one line."""
-    out = tmp_path / "run"
-    assert main(["transfer", "--preset", "tiny", "--data", f"omniglot:{omniglot}", "--out",
-                 str(out), "--no-progress", "--task-batching", "on", "--set",
-                 "methods=leap,maml", "--set", "maml.inner_steps=1", "--set",
-                 "image_size=16"]) == 0
-    err = capsys.readouterr().err
-    assert "task batching is on; maml meta-train task by task" in err
-    assert json.loads((out / "config.json").read_text())["config"]["task_batching"] == "on"
+def test_cli_flag_sets_the_config_and_the_note_names_the_sequential_methods():
+    """--task-batching on becomes the config's task_batching; with it, the methods without a
+    batched form (MAML, finetuning) are named in the one-line note the command prints."""
+    args = parser().parse_args(["transfer", "--preset", "tiny", "--task-batching", "on"])
+    cfg = resolve_config(args.preset, args.overrides, **_fields(args))
+    assert cfg.task_batching == "on"
+    assert resolve_config("tiny", [], **_fields(parser().parse_args(["transfer"]))
+                          ).task_batching == "auto"
+    mixed = resolve_config("tiny", ["methods=leap,maml,finetune,scratch", "task_batching=on"])
+    assert TransferStudy(mixed, Synthetic()).batching_note() == (
+        "task batching is on; maml, finetune meta-train task by task (no batched form), their "
+        "held-out evaluations are batched")
+    assert TransferStudy(resolve_config("tiny", ["task_batching=on"]), Synthetic()
+                         ).batching_note() is None

@@ -92,8 +92,11 @@ class LeapPaths(BatchedTasks):
     def __init__(self, learner: MetaLearner, leap: Leap, count: int) -> None:
         super().__init__(learner, leap.names, count)
         self.leap = leap
-        self.prev = self.grad = self.acc = self.loss = self.path = None  # type: ignore[assignment]
-        self.finite: Tensor | None = None
+        empty = torch.empty(0)
+        #: θ^i and g_i of every task (T, |θ⁰|), f_i (T,): the point the next segment leaves
+        self.prev, self.grad, self.loss = empty, empty, empty
+        #: Σ_i increment_i (T, |θ⁰|), the paths d_p (T,), whether every loss was finite (T,)
+        self.acc, self.path, self.finite = empty, empty, empty
 
     def observe(self, params: Stacked, grads: Stacked, losses: Tensor) -> None:
         theta = self.flat(params)

@@ -42,7 +42,7 @@ def use_task_batching(mode: str, device: torch.device | str) -> bool:
     return mode == "on" or (mode == "auto" and torch.device(device).type == "cuda")
 
 
-def batches_of(learner: MetaLearner, model: nn.Module) -> bool:
+def has_batched_form(learner: MetaLearner, model: nn.Module) -> bool:
     """Whether ``learner``'s meta-training has a batched form on ``model``."""
     return learner.meta_trains and learner.batched(1) is not None and stackable(model)
 
@@ -78,7 +78,7 @@ class BatchedMetaStep:
     """
 
     def __init__(self, learner: MetaLearner, model: nn.Module, *, inner_lr: float) -> None:
-        if not batches_of(learner, model):
+        if not has_batched_form(learner, model):
             raise ValueError(f"{learner.name} has no batched form on this model")
         self.learner, self.model, self.inner_lr = learner, model, inner_lr
         learned = learner.initialization()

@@ -350,7 +350,7 @@ class TransferRun(MethodRun):
         self.learner = METHODS[method](model, cfg.options(method), context)
         self.step_fn: SupervisedMetaStep | batched.BatchedMetaStep = (
             batched.BatchedMetaStep(self.learner, model, inner_lr=cfg.inner_lr)
-            if study.batched and batched.batches_of(self.learner, model)
+            if study.batched and batched.has_batched_form(self.learner, model)
             else SupervisedMetaStep(self.learner, model, inner_lr=cfg.inner_lr))
         self.meta_steps, self.eval_every = cfg.meta_steps, cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every
