@@ -24,7 +24,7 @@ from test_transfer import KILLER, Synthetic, content, run_study
 from metaleap.cli import _fields, parser
 from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
 from metaleap.models import make_convnet
-from metaleap.protocols import batched
+from metaleap.protocols import batched, evaluation
 from metaleap.protocols.base import ConfigError
 from metaleap.protocols.evaluation import train_task
 from metaleap.protocols.transfer import TransferStudy, resolve_config
@@ -32,7 +32,7 @@ from metaleap.runs import load_initialization
 from metaleap.seeding import generator
 from metaleap.stacked import StackedNet, stackable
 from metaleap.tasks.augment import RandomAffine
-from metaleap.tasks.base import Task
+from metaleap.tasks.base import Task, batches
 
 TOL = 1e-5
 EXACT = 1e-10  # float64: the same function up to rounding
@@ -228,3 +228,34 @@ def test_cli_flag_sets_the_config_and_the_note_names_the_sequential_methods():
         "held-out evaluations are batched")
     assert TransferStudy(resolve_config("tiny", ["task_batching=on"]), Synthetic()
                          ).batching_note() is None
+
+
+def test_every_task_sees_the_data_the_sequential_path_feeds_it(monkeypatch):
+    """Batched, each task of a meta-step and each held-out task draws the same batches
+    (augmented images and labels, in the same order) as task by task."""
+    seen: dict[str, dict[tuple, list]] = {}
+
+    def recorded(mode: str, task: tuple, stream: Iterator) -> Iterator:
+        for x, y in stream:
+            seen[mode].setdefault(task, []).append((hash(x.numpy().tobytes()), y.tolist()))
+            yield x, y
+
+    draw = batches
+    for mode, step_fn in (("off", SupervisedMetaStep), ("on", batched.BatchedMetaStep)):
+        seen[mode] = {}
+        cfg = resolve_config("tiny", ["methods=reptile", "num_pretrain=3", "meta_batch=3",
+                                      "image_size=16", f"task_batching={mode}"])
+        study = TransferStudy(cfg, Synthetic())
+        run = next(study.runs())
+        assert isinstance(run.step_fn, step_fn)
+        run.step_fn([TaskStream(t.index, recorded(mode, ("meta", t.index), t.batches))
+                     for t in study.meta_batch(cfg, 0, 0)])
+
+        def recording(task: Task, *args, mode: str = mode, **kwargs) -> Iterator:
+            return recorded(mode, ("eval", task.name), draw(task, *args, **kwargs))
+
+        monkeypatch.setattr(batched, "batches", recording)
+        monkeypatch.setattr(evaluation, "batches", recording)
+        study.train_curves(run.learner.initialization(), 0, study.splits[0].heldout, "eval")
+    assert seen["on"] == seen["off"]
+    assert len(seen["on"]) == 3 + 2 and all(len(v) == 4 for v in seen["on"].values())

@@ -110,17 +110,17 @@ class BatchedMetaStep:
                 break
             losses = task_losses(net(x), y)
             losses.sum().backward()
-            handle.observe(net.params, {n: p.grad for n, p in net.params.items()}, losses)
+            handle.observe(net.params, {n: torch.zeros_like(p) if p.grad is None else p.grad
+                                        for n, p in net.params.items()}, losses)  # None: 0
             _sgd(params, self.inner_lr)
         with torch.set_grad_enabled(learner.query_grad):
             final = task_losses(net(x), y)
         grads = None
-        if learner.query_grad:
-            names = handle.names
-            grads = dict(zip(names, torch.autograd.grad(
-                final.sum(), [net.params[n] for n in names], allow_unused=True), strict=True))
-            grads = {n: torch.zeros_like(net.params[n]) if g is None else g
-                     for n, g in grads.items()}
+        if learner.query_grad:  # ∇f(θ^K) of each task's query loss
+            wanted = [net.params[n] for n in handle.names]
+            found = torch.autograd.grad(final.sum(), wanted, allow_unused=True)
+            grads = {n: torch.zeros_like(p) if g is None else g
+                     for n, p, g in zip(handle.names, wanted, found, strict=True)}
         handle.finish({n: p.detach() for n, p in net.params.items()}, final, grads,
                       net.buffers)
 
