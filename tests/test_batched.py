@@ -24,7 +24,7 @@ from test_transfer import KILLER, Synthetic, content, run_study
 from metaleap.cli import _fields, parser
 from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
 from metaleap.models import make_convnet
-from metaleap.protocols import batched, evaluation
+from metaleap.protocols import batched, evaluation, transfer
 from metaleap.protocols.base import ConfigError
 from metaleap.protocols.evaluation import train_task
 from metaleap.protocols.transfer import TransferStudy, resolve_config
@@ -204,7 +204,7 @@ def test_batched_run_resumes_bit_identically(tmp_path: Path):
         assert content(tmp_path / "straight" / rel) == content(tmp_path / "killed" / rel), rel
 
 
-def test_auto_batches_on_cuda_only_and_bad_modes_are_refused():
+def test_auto_batches_on_cuda_only_and_bad_modes_are_refused(monkeypatch):
     assert not batched.use_task_batching("auto", "cpu")
     assert batched.use_task_batching("auto", "cuda")
     assert batched.use_task_batching("on", "cpu") and not batched.use_task_batching("off", "cuda")
@@ -212,6 +212,9 @@ def test_auto_batches_on_cuda_only_and_bad_modes_are_refused():
     assert not TransferStudy(resolve_config("tiny"), Synthetic()).batched  # auto on the CPU
     with pytest.raises(ConfigError, match="task_batching"):
         resolve_config("tiny", ["task_batching=sometimes"])
+    monkeypatch.setattr(transfer, "stackable", lambda model: False)  # a model it cannot stack
+    with pytest.raises(ConfigError, match="cannot stack"):
+        TransferStudy(resolve_config("tiny", ["task_batching=on"]), Synthetic())
 
 
 def test_cli_flag_sets_the_config_and_the_note_names_the_sequential_methods():

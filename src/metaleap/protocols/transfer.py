@@ -48,6 +48,7 @@ from metaleap.protocols.base import (
     resolve_preset,
 )
 from metaleap.protocols.evaluation import Curve, train_task
+from metaleap.stacked import stackable
 from metaleap.tasks import DataError, TaskSet, open_taskset
 from metaleap.tasks.augment import RandomAffine
 from metaleap.tasks.base import Task, batches
@@ -245,8 +246,13 @@ class TransferStudy(StudyProtocol):
             cfg.data, size=cfg.image_size, ways=cfg.ways)
         self.splits = {seed: make_split(cfg, self.taskset, seed) for seed in cfg.seeds}
         self.augment = RandomAffine() if cfg.augment else None
-        #: Whether tasks train batched (``task_batching`` resolved for the device).
+        #: Whether tasks train batched (``task_batching`` resolved for the device and model).
         self.batched = batched.use_task_batching(cfg.task_batching, self.device)
+        if self.batched and not stackable(self.model_factory(cfg.seeds[0])()):
+            if cfg.task_batching == "on":
+                raise ConfigError("task_batching=on: the model has a layer that batched tasks "
+                                  "cannot stack (metaleap.stacked)")
+            self.batched = False
         self._tasks: dict[int, Task] = {}
         self._tasks_seed: int | None = None
         used = sorted({i for s in self.splits.values() for i in s.heldout + s.val + s.pretrain})
