@@ -6,7 +6,8 @@ trains one after another together: their parameters and BatchNorm buffers stacke
 pass per inner step for all of them, and the plain SGD step on the stacked parameters. Each
 task still draws its own batches and augmentation from its own generator, in the same order,
 so every task sees exactly the data the sequential path feeds it, and the result equals the
-sequential path's up to float rounding (``tests/test_batched.py``: 1e-5).
+sequential path's up to float rounding (``tests/test_batched.py``; how float32 rounding grows
+over many steps: docs/experiments.md, "Batched tasks").
 
 - :class:`BatchedMetaStep` is :class:`~metaleap.metalearners.SupervisedMetaStep` for a
   learner with a batched form (:meth:`MetaLearner.batched`: Leap, Reptile, FOMAML); the
