@@ -47,9 +47,10 @@ from metaleap.stats import Groups, Interval
 SCHEMA_VERSION = 1
 #: The metrics of the budget tables and figure, in their order.
 METRICS = ("error_auc", "test_error", "path_length")
-#: The settings in which the runs of one budget study may differ.
+#: The settings in which the runs of one budget study may differ (task_batching: results
+#: equal up to float rounding).
 VARYING = frozenset({"methods", "seeds", "num_pretrain", "inner_steps", "meta_steps",
-                     "heldout_at", "per_method", "checkpoint_every"})
+                     "heldout_at", "per_method", "checkpoint_every", "task_batching"})
 #: The baselines compared with Leap at every budget.
 BASELINES = ("finetune", "reptile", "scratch")
 

@@ -59,6 +59,9 @@ def _study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
                         "maml.inner_steps=5, leap.metric=energy (repeatable)")
     p.add_argument("--data", help="'glyphs' (default; data version 1), 'glyphs:v2' or "
                                   "'omniglot:PATH' (the standard layout)")
+    p.add_argument("--task-batching", choices=("auto", "on", "off"),
+                   help="train a meta-batch's tasks and the held-out tasks as one computation "
+                        "(auto: on CUDA only; equal to off up to float rounding)")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="under torchrun: seconds a collective waits for the other ranks "
                         "(default 600)")
@@ -66,7 +69,10 @@ def _study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
 
 
 def _fields(args: argparse.Namespace) -> dict[str, object]:
-    return {"data": args.data} if args.data else {}
+    fields: dict[str, object] = {"data": args.data} if args.data else {}
+    if getattr(args, "task_batching", None):
+        fields["task_batching"] = args.task_batching
+    return fields
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
@@ -100,6 +106,9 @@ def _run(study: TransferStudy | rl.RLStudy | multicv.MultiCVStudy, out: Path,
          args: argparse.Namespace, resume: bool, overwrite: bool) -> Path | None:
     """Run ``study`` into the folder ``out``; rank 0 writes it and its report (returned)."""
     processes = study.processes
+    note = study.batching_note() if isinstance(study, TransferStudy) else None
+    if note and processes.main:
+        print(f"metaleap: {note}", file=sys.stderr)
     config, identity = study.config_record(), study.data_identity()
     check_run_folder(out, config, identity, resume, overwrite)  # every rank, before any write
     processes.barrier()

@@ -260,17 +260,30 @@ class Leap(nn.Module):
         if self._steps == 0:
             raise RuntimeError("end_task: no step was observed in this task")
         self._segment(None if final_loss is None else self._as_loss(final_loss))
-        kept = bool((self._finite & torch.isfinite(self._acc).all()).item())
-        if kept:
-            self._sum = self._acc.clone() if self._sum is None else self._sum.add_(self._acc)
-            self._paths.append(float(self._path))
-            if self.buffer_policy == "average":
-                self._add_buffers(model)
-        else:
-            self._dropped += 1
-        stats = TaskStats(steps=self._steps, path=float(self._path), dropped=not kept)
+        stats = self.fold(self._acc, self._path, self._finite, self._steps,
+                          dict(model.named_buffers()))
         self._running = None
         return stats
+
+    @torch.no_grad()
+    def fold(self, acc: Tensor, path: Tensor, finite: Tensor, steps: int,
+             buffers: dict[str, Tensor]) -> TaskStats:
+        """Fold one finished task into the meta-batch: its Σ_i increment_i (``acc``, flat in
+        θ⁰'s order), its path d_p, whether its losses were finite, its final ``buffers``.
+
+        :meth:`end_task` calls it; a caller that computed a task's increments itself (several
+        tasks batched as one computation) folds each task with it, in task order. A task with
+        a non-finite value is dropped and counted.
+        """
+        kept = bool((finite & torch.isfinite(acc).all()).item())
+        if kept:
+            self._sum = acc.clone() if self._sum is None else self._sum.add_(acc)
+            self._paths.append(float(path))
+            if self.buffer_policy == "average":
+                self._add_buffers(buffers)
+        else:
+            self._dropped += 1
+        return TaskStats(steps=steps, path=float(path), dropped=not kept)
 
     def abort_task(self) -> None:
         """Discard the running task without counting it."""
@@ -461,9 +474,8 @@ class Leap(nn.Module):
             self._path += sq
             self._acc.add_(self._prev)
 
-    @torch.no_grad()
-    def _add_buffers(self, model: nn.Module) -> None:
-        for n, b in model.named_buffers():
+    def _add_buffers(self, buffers: dict[str, Tensor]) -> None:
+        for n, b in buffers.items():
             if n in self.buffer_names and b.is_floating_point():
                 key = _mangle(n)
                 if key in self._buffer_sums:
