@@ -17,6 +17,7 @@ import platform
 import statistics
 import time
 
+import record
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -84,6 +85,7 @@ def main() -> None:
     p.add_argument("--data-steps", type=int, default=500)
     p.add_argument("--train-steps", type=int, default=50)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave default)")
+    p.add_argument("--json", help="write the raw measurements and the summary here")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,6 +116,9 @@ def main() -> None:
           f"[{min(train_ips):.0f} .. {max(train_ips):.0f}]")
     print(f"ratio data/train: {d / t:.1f}x (median of per-repeat ratios "
           f"{statistics.median(ratios):.1f}x)  -> {'OK' if d >= 10 * t else 'FAIL'} (need >= 10x)")
+    record.write(args.json, {"data_images_per_s": data_ips, "train_images_per_s": train_ips},
+                 {"data_images_per_s": d, "train_images_per_s": t, "ratio": d / t,
+                  "median_ratio": statistics.median(ratios)})
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import record
 import torch
 
 from metaleap import distributed
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--meta-steps", type=int, default=3, help="timed meta-steps per run")
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the raw measurements and the summary here")
     args = parser.parse_args()
     if args.worker:
         worker(args)
@@ -120,6 +122,7 @@ def main() -> None:
           f"{torch.__version__}")
     print(f"{'processes x threads':20s} {'tasks/s':>8s} {'speedup':>8s} {'all-reduce':>11s} "
           f"{'waiting':>8s} {'peak MiB':>9s}")
+    summary = {}
     for name in names:
         speedup = statistics.median(m["tasks_per_s"] / b["tasks_per_s"] for m, b in
                                     zip(runs[name], runs["1 x 1"], strict=True))
@@ -130,6 +133,8 @@ def main() -> None:
         print(f"{name:20s} {median('tasks_per_s'):8.2f} {speedup:8.2f} "
               f"{100 * median('comm_share'):10.2f}% {100 * median('wait_share'):7.1f}% "
               f"{median('peak_mib'):9.0f}")
+        summary[name] = {"speedup": speedup, **{k: median(k) for k in runs[name][0]}}
+    record.write(args.json, runs, summary)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import sys
 import time
 from contextlib import nullcontext
 
+import record
 import torch
 
 from metaleap import seeding
@@ -100,6 +101,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--memory-updates", default="10000,100000")
     p.add_argument("--child", choices=("plain", "leap"), help=argparse.SUPPRESS)
+    p.add_argument("--json", help="write the raw measurements and the summary here")
     args = p.parse_args()
     torch.set_num_threads(1)
     marks = [int(m) for m in args.memory_updates.split(",")]
@@ -122,11 +124,18 @@ def main() -> None:
           f"(min {min(ratios):.3f}, max {max(ratios):.3f})")
     print(f"Peak resident memory (MiB) after {', '.join(f'{m:,}' for m in marks)} updates "
           "(1 env, unroll 1; a child process each):")
+    peak_mib = {}
     for kind in ("plain", "leap"):
         out = subprocess.run([sys.executable, __file__, "--child", kind, "--memory-updates",
                               args.memory_updates], capture_output=True, text=True, check=True)
-        peaks = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"  {kind:5s}: " + ", ".join(f"{p:.1f}" for p in peaks))
+        peak_mib[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"  {kind:5s}: " + ", ".join(f"{p:.1f}" for p in peak_mib[kind]))
+    record.write(args.json, {"plain_seconds": plain, "leap_seconds": leap, "env_steps": steps},
+                 {"plain_steps_per_s": steps / statistics.median(plain),
+                  "leap_steps_per_s": steps / statistics.median(leap),
+                  "median_ratio": statistics.median(ratios), "min_ratio": min(ratios),
+                  "max_ratio": max(ratios), "peak_mib_after_updates": {
+                      "updates": marks, **peak_mib}})
 
 
 if __name__ == "__main__":

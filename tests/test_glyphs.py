@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import warnings
 from pathlib import Path
@@ -10,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from metaleap.tasks import glyphs_render
+from metaleap.cli import main
+from metaleap.tasks import DataError, glyphs, glyphs_render, glyphs_render_v2, open_taskset
 from metaleap.tasks.base import Task
 from metaleap.tasks.glyphs import (
     GlyphAlphabets,
@@ -18,6 +21,8 @@ from metaleap.tasks.glyphs import (
     build_glyphs,
     list_alphabets,
     preview_sheet,
+    separation_stats,
+    stats_table,
 )
 
 DEBIAN_FONTS = all(Path(d).is_dir() for d in glyphs_render.DEBIAN_FONT_DIRS.values())
@@ -158,3 +163,161 @@ def test_cache_key_does_not_depend_on_where_the_fonts_are_installed(tmp_path, mo
     assert keys[0] == keys[1]
     (tmp_path / "b" / font.name).write_bytes(b"another font")  # other content: another key
     assert glyphs._key(glyphs._options(28, 0, "matplotlib", None, 1)[0]) != keys[0]
+
+
+# --- data version 2 and the version-1 freeze --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_v2(tmp_path_factory: pytest.TempPathFactory) -> GlyphAlphabets:
+    """Version 2 of the same two alphabets."""
+    return GlyphAlphabets(cache_dir=tmp_path_factory.mktemp("glyphs2"), workers=1, version=2,
+                          **SMALL)
+
+
+# Version 1 as committed results were made with it: the hash of its drawing code, and where
+# the environment is the reference one (the pinned venv), its cache key and file bytes.
+V1_CODE = "b75b4e4517df5227"
+V1_REFERENCE = {
+    "software": {"fonttools": "4.68.0", "pillow": "13.0.0", "freetype": "2.14.3",
+                 "numpy": "2.4.6", "torch": "2.13.0", "unicode": "14.0.0"},
+    "font_files": "4e94f53c880d22c5",  # SHA-256 of the JSON list of (file name, SHA-256)
+    "key": "de70039c1620b713",
+    "sha256": "4ea3a6d404d9f80fcaeeb278869a9d12de390572ca70137543af471499ff3dd3",
+}
+
+
+def test_version_1_is_unchanged(small: GlyphAlphabets) -> None:
+    options, _ = glyphs._options(28, 0, "matplotlib", ["Greek", "Hebrew"], None)
+    assert options["code"] == V1_CODE, "glyphs_render.py is version 1's frozen drawing code"
+    assert options["version"] == 1 and set(options["software"]) == set(V1_REFERENCE["software"])
+    assert small.path.name.startswith("glyphs-v1-") and "version" not in small.identity()
+    fonts = hashlib.sha256(json.dumps(options["font_files"]).encode()).hexdigest()[:16]
+    if options["software"] != V1_REFERENCE["software"] or fonts != V1_REFERENCE["font_files"]:
+        pytest.skip("not the reference environment: version 1's key and bytes differ here")
+    assert small.path.name == f"glyphs-v1-{V1_REFERENCE['key']}.safetensors"
+    assert hashlib.sha256(small.path.read_bytes()).hexdigest() == V1_REFERENCE["sha256"]
+
+
+def test_v2_is_deterministic_and_keyed_apart(small: GlyphAlphabets, small_v2: GlyphAlphabets,
+                                             tmp_path: Path) -> None:
+    again = build_glyphs(cache_dir=tmp_path, workers=2, version=2, **SMALL)
+    assert again.name == small_v2.path.name and again.name.startswith("glyphs-v2-")
+    assert again.read_bytes() == small_v2.path.read_bytes()
+    assert small_v2.names == small.names  # the same alphabets and letters as version 1
+    assert [small_v2.characters(i) for i in range(2)] == [small.characters(i) for i in range(2)]
+    m = small_v2.manifest
+    assert m["version"] == 2 and "scikit-image" in m["software"]
+    assert small_v2.identity()["version"] == 2
+    assert small_v2.identity()["key"] != small.identity()["key"]
+    for i in range(len(small_v2)):  # one skeleton font, an outline one, among the letters'
+        entry = m["alphabet_list"][i]
+        assert len(small_v2.fonts(i)) == 1 and entry["fonts"][0] in entry["letter_fonts"]
+
+
+def test_v2_images_and_tasks(small_v2: GlyphAlphabets) -> None:
+    for i in range(len(small_v2)):
+        images = small_v2.images(i)
+        assert images.dtype == torch.uint8 and images.shape[1:] == (20, 1, 28, 28)
+        flat = images.flatten(0, 2)
+        assert (flat.amax((1, 2)) == 255).all()
+        assert flat[:, :2].max() == 0 and flat[:, -2:].max() == 0  # the margin stays blank
+        assert flat[:, :, :2].max() == 0 and flat[:, :, -2:].max() == 0
+    task = small_v2.task(0, seed=3)
+    assert task.train_x.shape == (300, 1, 28, 28) and task.test_x.shape == (100, 1, 28, 28)
+
+
+def test_v2_drawers_of_a_character_differ(small_v2: GlyphAlphabets) -> None:
+    for i in range(len(small_v2)):
+        x = small_v2.images(i).flatten(2).float() / 255  # (characters, drawers, pixels)
+        for drawn in x:
+            d = torch.cdist(drawn, drawn)
+            off = d[~torch.eye(20, dtype=torch.bool)]
+            assert off.min() > 1.0 and off.mean() > 4.0  # no two drawers nearly alike
+
+
+def test_v2_style_is_per_alphabet_and_drawer() -> None:
+    greek, hebrew = (glyphs_render_v2.drawer_styles(0, a) for a in ("Greek", "Hebrew"))
+    assert glyphs_render_v2.drawer_styles(0, "Greek")[3]["pen"] == greek[3]["pen"]
+    for g, h in zip(greek, hebrew, strict=True):  # no drawer's style recurs in another alphabet
+        assert all(g[k] != h[k] for k in glyphs_render_v2.STYLE)
+        assert not (g["habit_field"] == h["habit_field"]).any()
+    assert len({s["pen"] for s in greek}) == 20  # 20 different drawers
+    for k, (low, high) in glyphs_render_v2.STYLE.items():
+        assert all(low <= s[k] <= high for s in greek + hebrew)
+    assert glyphs_render_v2.drawer_styles(1, "Greek")[0]["pen"] != greek[0]["pen"]
+
+
+def test_v2_skeleton_font_prefers_outline_regular_sans() -> None:
+    def font(name: str, source: str = "fonts-noto-core", weight: int = 400, italic=False):
+        return glyphs_render.FontInfo("x", 0, name, name, weight, italic, "", source)
+
+    fonts = [font("Unifont", "fonts-unifont"), font("Noto Sans Foo Bold", weight=700),
+             font("Noto Serif Foo Regular"), font("Noto Sans Foo Regular")]
+    assert glyphs_render_v2.skeleton_font(fonts) == 3
+    assert glyphs_render_v2.skeleton_font(fonts[:3]) == 2
+    assert glyphs_render_v2.skeleton_font(fonts[:1]) == 0  # a bitmap font only as a last resort
+    pair = [font("DejaVu Sans", "fonts-dejavu-core/extra"), fonts[3]]
+    assert glyphs_render_v2.skeleton_font(pair) == 0
+    assert glyphs_render_v2.skeleton_font(pair, "Foo") == 1  # a design made for the script
+
+
+def test_separation_stats_against_hand_values() -> None:
+    # 2 characters x 2 drawers, 1x2 images: character 0 = [1, 0] and [1, 1] (distance 1),
+    # character 1 = [0, 0] and [0, 3] (distance 3); between: |[1,0]-[0,0]| = 1,
+    # |[1,0]-[0,3]| = sqrt(10), |[1,1]-[0,0]| = sqrt(2), |[1,1]-[0,3]| = sqrt(5).
+    images = torch.tensor([[[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 3.0]]])
+    got = separation_stats(images.reshape(2, 2, 1, 1, 2), ways=20)
+    between = (1 + 10 ** 0.5 + 2 ** 0.5 + 5 ** 0.5) / 4
+    assert got["within"] == pytest.approx(2.0) and got["between"] == pytest.approx(between)
+    assert got["ratio"] == pytest.approx(2.0 / between)
+    # leave one drawer out: [1,0] -> nearest of drawer 1: [1,1] (1) vs [0,3] (sqrt 10): right;
+    # [1,1] -> [1,0] (1) vs [0,0] (sqrt 2): right; [0,0] -> [1,1] (sqrt 2) vs [0,3] (3): wrong;
+    # [0,3] -> [1,0] (sqrt 10) vs [0,0] (3): right.
+    assert got["nn_accuracy"] == pytest.approx(0.75)
+    # uint8 images are scaled to [0, 1]; ways picks characters spread over the alphabet
+    as_bytes = (images * 85).to(torch.uint8).reshape(2, 2, 1, 1, 2)
+    assert separation_stats(as_bytes)["within"] == pytest.approx(2.0 / 3)
+    four = torch.arange(4.0).reshape(4, 1, 1) * torch.ones(4, 2, 3)
+    assert separation_stats(four, ways=2)["between"] == pytest.approx(2 * 3 ** 0.5)
+    table = stats_table({1: [got, got], 2: [got]})
+    assert "0.750 ± 0.000 [0.750, 0.750]" in table and table.count("\n") == 3
+
+
+def test_unknown_version_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "glyphs", "--version", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "metaleap: error: unknown glyph data version 3: use 1 or 2"
+    for spec in ("glyphs:v3", "glyphs:2", "glyphs:"):
+        with pytest.raises(DataError, match="glyph data version"):
+            open_taskset(spec)
+    with pytest.raises(DataError, match="version"):
+        build_glyphs(version=0)
+
+
+def test_data_specs_select_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    opened = []
+    monkeypatch.setattr(glyphs, "GlyphAlphabets", lambda **kw: opened.append(kw) or kw)
+    for spec in ("glyphs", "glyphs:v1", "glyphs:v2"):
+        open_taskset(spec, size=16)
+    assert [(kw["size"], kw["version"]) for kw in opened] == [(16, 1), (16, 1), (16, 2)]
+
+
+def test_cli_stats_and_preview_default_to_version_2(tmp_path: Path, monkeypatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    built = []
+    real = glyphs.GlyphAlphabets
+
+    def small_set(**kw):
+        built.append(kw["version"])
+        return real(**{**kw, "fonts": "matplotlib", "alphabets": ["Hebrew"], "workers": 1,
+                       "progress": False, "cache_dir": tmp_path})
+
+    monkeypatch.setattr(glyphs, "GlyphAlphabets", small_set)
+    assert main(["data", "glyphs", "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert built == [1, 2] and re.search(r"^1 +1 ", out, re.M) and re.search(r"^2 +1 ", out, re.M)
+    sheet = tmp_path / "sheet.png"
+    assert main(["data", "glyphs", "--preview", str(sheet)]) == 0
+    assert built[-1] == 2 and "data version 2" in capsys.readouterr().out
+    assert main(["data", "glyphs", "--version", "1", "--list"]) == 0
+    assert built[-1] == 1 and "data version 1" in capsys.readouterr().out

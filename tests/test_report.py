@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from metaleap import budget, report
+from metaleap import budget, report, stats
 from metaleap.protocols.transfer import summarize
 
 T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
 T_975_2 = 4.302652729911275   # … 2 degrees of freedom
+T_975_1 = 12.706204736174698  # … 1 degree of freedom
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
@@ -106,14 +107,24 @@ def test_report_tables_compute_what_summarize_stores():
     means = report.table(summary).splitlines()
     # Leap's test errors 0.8, 0.8, 0.8, 0.7, 0.7, 0.7: mean 0.75, half-width
     # t · sqrt(0.015 / 5) / sqrt(6) = 0.0575
+    # Seed level: two per-seed means differing by 0.1, so the half-width is
+    # t₁ · 0.1 / √2 / √2 = 0.05 · t₁ = 0.635 (AUC means 0.6, 0.5; test 0.8, 0.7)
+    half = T_975_1 * 0.05
     leap_auc = report.interval(summary["methods"]["leap"], "error_auc")
     assert means[2] == (f"| Leap | {100 * leap_auc.mean:.1f} [{100 * leap_auc.low:.1f}, "
-                        f"{100 * leap_auc.high:.1f}] | 75.0 [69.3, 80.7] | "
+                        f"{100 * leap_auc.high:.1f}]; seeds [{100 * (0.55 - half):.1f}, "
+                        f"{100 * (0.55 + half):.1f}] | 75.0 [69.3, 80.7]; seeds "
+                        f"[{100 * (0.75 - half):.1f}, {100 * (0.75 + half):.1f}] | "
                         f"{2 * leap_auc.mean:.3f} [{2 * leap_auc.low:.3f}, "
-                        f"{2 * leap_auc.high:.3f}] | 3 × 2 × 5 = 30 | 2 × 3 |")
-    # half-widths: Reptile 0.0196 (AUC), 0.1101 (test); FOMAML, 3 pairs, t₂ · 0.0577 / √3
+                        f"{2 * leap_auc.high:.3f}]; seeds [{2 * (0.55 - half):.3f}, "
+                        f"{2 * (0.55 + half):.3f}] | 3 × 2 × 5 = 30 | 2 × 3 |")
+    # half-widths: Reptile 0.0196 (AUC), 0.1101 (test); FOMAML, 3 pairs, t₂ · 0.0577 / √3.
+    # Reptile's per-seed mean differences: AUC 0.02 and 0.05 (half-width t₁ · 0.015),
+    # test 0 and 0.1 (t₁ · 0.05); FOMAML ran one seed, so it has no seed-level interval.
     assert report.difference_table(summary).splitlines()[4:] == [
-        "| Reptile | 3.5 [1.5, 5.5] Leap better | 5.0 [-6.0, 16.0] spans 0 |",
+        f"| Reptile | 3.5 [1.5, 5.5]; seeds [{100 * (0.035 - T_975_1 * 0.015):.1f}, "
+        f"{100 * (0.035 + T_975_1 * 0.015):.1f}] Leap better | 5.0 [-6.0, 16.0]; seeds "
+        f"[{100 * (0.05 - half):.1f}, {100 * (0.05 + half):.1f}] spans 0 |",
         "| FOMAML | -6.7 [-21.0, 7.7] spans 0 | -3.3 [-17.7, 11.0] spans 0 |"]
 
 
@@ -151,14 +162,15 @@ def test_committed_reports_are_generated_from_the_committed_results():
     assert (RESULTS / "report.md").read_text() == expected
 
 
-@pytest.mark.parametrize("folder", [RESULTS, RESULTS / "budget"])
-def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path):
+@pytest.mark.parametrize("folder,least", [(RESULTS, 20), (RESULTS / "budget", 20),
+                                          (RESULTS / "multicv", 5), (RESULTS / "rl", 2)])
+def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path, least: int):
     """Each interval and budget in a write-up (README.md) is copied from its report.md."""
     write_up = (folder / "README.md").read_text()
     tables = (folder / "report.md").read_text()
     quoted = re.findall(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", write_up)
     quoted += re.findall(r"\d+ × \d+ × \d+ = \d+", write_up)
-    assert len(quoted) > 20
+    assert len(quoted) >= least
     assert [q for q in quoted if q not in tables] == []
 
 
@@ -173,3 +185,74 @@ def test_committed_budget_report_is_generated_from_the_committed_results(tmp_pat
     budget.write_budget_report(tmp_path)
     for name in ("report.md", "results.json"):
         assert (tmp_path / name).read_text() == (committed / name).read_text(), name
+
+
+def test_the_audited_intervals_are_in_the_generated_reports():
+    """Intervals an independent audit computed with its own code from the committed
+    results.json: comparisons across N paired on (seed, task), and Multi-CV's pooled
+    difference with the data set as the unit, with its sign test."""
+    sweep = (RESULTS / "report.md").read_text()
+    assert "| Leap | 1 → 5 | -2.0 [-3.5, -0.6]; seeds" in sweep
+    assert re.search(r"\| Finetuning \(multi-head\) \| 5 → 20 \| [^|]+ \| 14\.9 \[7\.2, 22\.6\]",
+                     sweep)
+    summary = json.loads((RESULTS / "multicv" / "results.json").read_text())
+    assert ("Finetuning (multi-head) − Leap, test error over every held-out data set: "
+            "-17.6 [-27.2, -8.1] points over the 21 (data set, seed) pairs (Leap worse), "
+            "-17.6 [-37.5, 2.2] with the 7 data sets as the unit (spans 0); Finetuning "
+            "(multi-head) is lower on 7 and higher on 0 of them (sign test p = 0.016)."
+            ) in report.multicv_reading(summary)
+
+
+def test_committed_multicv_and_rl_reports_are_generated_from_their_results(tmp_path: Path):
+    for name in ("multicv", "rl"):
+        shutil.copytree(RESULTS / name, tmp_path / name)
+        report.write_report(tmp_path / name)
+        assert ((tmp_path / name / "report.md").read_text()
+                == (RESULTS / name / "report.md").read_text()), name
+
+
+def test_the_readme_results_table_is_the_committed_results():
+    """Every number in the top-level README's Results table, computed here from the committed
+    results.json files."""
+    readme = (RESULTS.parents[1] / "README.md").read_text()
+    rows = readme[readme.index("## Results"):].split("\n## ")[0].splitlines()
+    rows = {r.split("](")[1].split(")")[0]: r for r in rows if r.startswith("| [")}
+    paper = 1000 * 20 * 100  # the paper's inner SGD steps per run: meta-steps × tasks × K
+
+    n5 = json.loads((RESULTS / "n-5" / "results.json").read_text())
+    steps = int(report.budget(n5, "leap").split(" = ")[1])
+    assert report.differences(n5, "error_auc")["finetune"].format(100) in rows["docs/results/"]
+    assert f"{steps} / {paper:,} inner SGD steps per run: {100 * steps / paper:.2f} %" in \
+        rows["docs/results/"]
+
+    found = budget.comparisons(budget.collect(RESULTS / "budget"))
+    ft5 = next(c for c in found if c.other.method == "finetune" and c.leap.num_pretrain == 5)
+    ft100 = next(c for c in found if c.other.method == "finetune" and c.leap.inner_steps == 100)
+    last = ft5.steps[-1]
+    row = rows["docs/results/budget/"]
+    assert f"{ft5.at(last, 'error_auc').format(100)} (N = 5, {last} meta-steps)" in row
+    assert (f"{budget.gap_change(ft100.other, ft100.leap, 12, 48, 'error_auc').format(100)} "
+            "from 12 to 48 meta-steps") in row
+    most = ft5.leap.consumed(last)
+    assert f"{most} / {paper:,} inner SGD steps per run: {100 * most / paper:.1f} %" in row
+
+    multicv = json.loads((RESULTS / "multicv" / "results.json").read_text())
+    d, pairs = report.pooled_difference(multicv, "finetune", "test_error")
+    datasets = stats.regroup(pairs, lambda k: k.rsplit("/", 1)[0])
+    higher, lower, p = stats.sign_test([sum(v) / len(v) for v in datasets.values()])
+    row = rows["docs/results/multicv/"]
+    assert f"lowest on {lower} of {len(datasets)} (sign test p = {p:.3f})" in row
+    assert f"{stats.by_group(datasets).format(100)} with data sets as the unit" in row
+    cfg = multicv["config"]
+    most = cfg["meta_steps"] * (len(cfg["datasets"]) - 1) * cfg["max_epochs"] * math.ceil(
+        cfg["max_train"] / cfg["batch_size"])
+    assert f"≤ {most} pretraining SGD steps per run" in row
+
+    rl = json.loads((RESULTS / "rl" / "results.json").read_text())
+    cfg = rl["config"]
+    ours = cfg["meta_steps"] * min(cfg["meta_batch"], len(cfg["pretrain"])) * cfg["train_steps"]
+    theirs = 100 * 16 * 5_000_000  # meta-steps × games per meta-step × steps per game
+    row = rows["docs/results/rl/"]
+    assert f"score AUC {report.Interval(**rl['difference']['score_auc']).format(100)}" in row
+    assert (f"{ours / 1e6:.1f} million / {theirs / 1e6:,.0f} million meta-training environment "
+            f"steps: {100 * ours / theirs:.2f} %") in row

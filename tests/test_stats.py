@@ -4,7 +4,17 @@ import math
 
 import pytest
 
-from metaleap.stats import compare, mean_ci, paired_difference, paired_groups, pooled
+from metaleap.stats import (
+    by_group,
+    compare,
+    differences,
+    mean_ci,
+    paired_difference,
+    paired_groups,
+    pooled,
+    regroup,
+    sign_test,
+)
 
 
 def test_mean_ci_matches_the_t_interval_by_hand():
@@ -61,3 +71,32 @@ def test_negated_interval_reads_the_difference_the_other_way_round():
     d = mean_ci([1.0, 2.0, 3.0, 4.0])
     assert ((-d).mean, (-d).low, (-d).high) == (-d.mean, -d.high, -d.low)
     assert (-mean_ci([3.0])).low is None
+
+
+def test_group_level_interval_takes_each_group_mean_as_one_value():
+    # seeds "0" and "1" with means 2 and 4: t_{0.975, 1} · sd(2, 4) / √2 = 12.7062 · 1
+    groups = {"0": [1.0, 2.0, 3.0], "1": [4.0, 4.0, 4.0]}
+    ci = by_group(groups)
+    assert (ci.mean, ci.n) == (3.0, 2)
+    assert (ci.low, ci.high) == pytest.approx((3 - 12.706204736174698, 3 + 12.706204736174698))
+    assert ci.bounds() == "[-9.7, 15.7]" and mean_ci([1.0]).bounds() == ""
+    # the pooled interval over the same six values is far narrower: it treats them as independent
+    assert mean_ci(pooled(groups)).high < ci.high
+    # compare with a unit: the per-seed mean differences, 1 and 3
+    by_seed = compare({"a": groups, "ref": {"0": [0.0, 1.0, 2.0], "1": [1.0, 1.0, 1.0]}}, "ref",
+                      unit=by_group)["a"]
+    assert by_seed.mean == 2.0 and by_seed.n == 2
+    assert by_seed.low == pytest.approx(2 - 12.706204736174698)
+    with pytest.raises(ValueError, match="length in group 0"):
+        differences({"0": [1.0]}, {"0": [1.0, 2.0]})
+
+
+def test_regroup_and_sign_test():
+    values = {"mnist/0": [1.0], "mnist/1": [3.0], "digits/0": [-1.0], "digits/1": [-3.0]}
+    assert regroup(values, lambda k: k.split("/")[0]) == {"mnist": [1.0, 3.0],
+                                                          "digits": [-1.0, -3.0]}
+    assert regroup(values, lambda k: k.split("/")[1]) == {"0": [1.0, -1.0], "1": [3.0, -3.0]}
+    # 7 of 7 positive: two-sided p = 2 / 2^7; zeros are left out
+    assert sign_test([0.5] * 7 + [0.0]) == (7, 0, pytest.approx(2 / 2 ** 7))
+    assert sign_test([1.0, -1.0]) == (1, 1, pytest.approx(1.0))
+    assert sign_test([]) == (0, 0, 1.0)

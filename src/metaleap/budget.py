@@ -30,7 +30,9 @@ from metaleap.report import (
     LEVEL,
     PATH_NOTE,
     SHOWN,
+    cell,
     color,
+    interval_note,
     label,
     load_summary,
     metrics_of,
@@ -45,9 +47,10 @@ from metaleap.stats import Groups, Interval
 SCHEMA_VERSION = 1
 #: The metrics of the budget tables and figure, in their order.
 METRICS = ("error_auc", "test_error", "path_length")
-#: The settings in which the runs of one budget study may differ.
+#: The settings in which the runs of one budget study may differ (task_batching: results
+#: equal up to float rounding).
 VARYING = frozenset({"methods", "seeds", "num_pretrain", "inner_steps", "meta_steps",
-                     "heldout_at", "per_method", "checkpoint_every"})
+                     "heldout_at", "per_method", "checkpoint_every", "task_batching"})
 #: The baselines compared with Leap at every budget.
 BASELINES = ("finetune", "reptile", "scratch")
 
@@ -79,6 +82,16 @@ class Series:
 
     def interval(self, step: int, metric: str) -> Interval:
         return stats.mean_ci(stats.pooled(self.points[step][metric]), LEVEL)
+
+    def seed_interval(self, step: int, metric: str) -> Interval:
+        return stats.by_group(self.points[step][metric], LEVEL)
+
+    def change(self, first: int, last: int, metric: str) -> tuple[Interval, Interval]:
+        """Its own value at meta-step ``last`` − at ``first``, paired on the (seed, task)
+        pairs, and over the per-seed means."""
+        new, old = self.points[last][metric], self.points[first][metric]
+        return (stats.paired_groups(new, old, LEVEL),
+                stats.by_group(stats.differences(new, old), LEVEL))
 
     def to_dict(self) -> dict[str, Any]:
         return {**{k: v for k, v in dataclasses.asdict(self).items() if k != "points"},
@@ -139,21 +152,26 @@ def collect(folder: Path) -> list[Series]:
                                                   s.method, s.inner_steps, s.variant))
 
 
-def difference(a: Series, a_step: int, b: Series, b_step: int, metric: str) -> Interval:
-    """``a`` at ``a_step`` − ``b`` at ``b_step``, paired on their common (seed, task) pairs."""
+def difference(a: Series, a_step: int, b: Series, b_step: int, metric: str,
+               by_seed: bool = False) -> Interval:
+    """``a`` at ``a_step`` − ``b`` at ``b_step``, paired on their common (seed, task) pairs
+    (with ``by_seed``: over the per-seed mean differences)."""
     seeds = [s for s in a.points[a_step][metric] if s in b.points[b_step][metric]]
     if any(a.heldout[s] != b.heldout[s] for s in seeds):
         raise RunError(f"{a.name} and {b.name} held out different tasks: not comparable")
-    return stats.paired_groups(a.points[a_step][metric], b.points[b_step][metric], LEVEL)
+    diffs = stats.differences(a.points[a_step][metric], b.points[b_step][metric])
+    return stats.by_group(diffs, LEVEL) if by_seed else stats.mean_ci(stats.pooled(diffs), LEVEL)
 
 
-def gap_change(other: Series, leap: Series, first: int, last: int, metric: str) -> Interval:
+def gap_change(other: Series, leap: Series, first: int, last: int, metric: str,
+               by_seed: bool = False) -> Interval:
     """How (other − Leap) moved from meta-step ``first`` to ``last`` of both: paired on the
-    (seed, task) pairs, positive when the gap moved in Leap's favour."""
+    (seed, task) pairs (or per-seed means), positive when the gap moved in Leap's favour."""
     def gap(step: int) -> Groups:
-        a, b = other.points[step if other.inner_steps else 0][metric], leap.points[step][metric]
-        return {s: [x - y for x, y in zip(a[s], b[s], strict=True)] for s in a if s in b}
-    return stats.paired_groups(gap(last), gap(first), LEVEL)
+        return stats.differences(other.points[step if other.inner_steps else 0][metric],
+                                 leap.points[step][metric])
+    diffs = stats.differences(gap(last), gap(first))
+    return stats.by_group(diffs, LEVEL) if by_seed else stats.mean_ci(stats.pooled(diffs), LEVEL)
 
 
 @dataclass
@@ -164,9 +182,9 @@ class Comparison:
     leap: Series
     steps: list[int]
 
-    def at(self, step: int, metric: str) -> Interval:
+    def at(self, step: int, metric: str, by_seed: bool = False) -> Interval:
         return difference(self.other, step if self.other.inner_steps else 0, self.leap, step,
-                          metric)
+                          metric, by_seed)
 
 
 def comparisons(series: list[Series]) -> list[Comparison]:
@@ -192,7 +210,7 @@ def plot_budget(series: list[Series], path: Path) -> None:
     horizons = sorted({s.inner_steps for s in series if s.inner_steps})
     styles = dict(zip(horizons, ("-", "--", ":", "-."), strict=False))
     fig, axes = plt.subplots(len(METRICS), len(ns), figsize=(5.5 * len(ns), 3.2 * len(METRICS)),
-                             squeeze=False, sharex=True)
+                             squeeze=False, sharex="col")
     for col, n in enumerate(ns):
         for row, metric in enumerate(METRICS):
             ax = axes[row][col]
@@ -216,27 +234,30 @@ def plot_budget(series: list[Series], path: Path) -> None:
                                     color=color(s.method), alpha=0.12)
             ax.set(xscale="log", ylabel=name + (" (%)" if scale == 100 else ""),
                    xticks=sorted({s.consumed(step) for s in series for step in s.points
-                                  if s.inner_steps}))
+                                  if s.inner_steps and s.num_pretrain == n}))
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.0f}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             if row == 0:
                 ax.set_title(f"N = {n} pretraining tasks")
             if row == len(METRICS) - 1:
                 ax.set_xlabel("inner SGD steps consumed by meta-training")
-        axes[0][col].legend(fontsize=7)
-    fig.suptitle(f"Held-out tasks against the meta-training budget ({100 * LEVEL:.0f} % "
-                 "intervals)")
-    fig.tight_layout()
+    handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
+    fig.legend(handles.values(), handles.keys(), loc="lower center", fontsize=8,
+               ncol=min(4, len(handles)), frameon=False)
+    fig.suptitle("Held-out tasks against the meta-training budget (mean; bands: "
+                 f"{100 * LEVEL:.0f} % intervals over the (seed, task) pairs)")
+    fig.tight_layout(rect=(0, 0.035 * (1 + (len(handles) - 1) // 4), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def cells(intervals: list[Interval], verdicts: dict[str, str] | None = None) -> str:
-    """One table cell per metric; with ``verdicts``, each followed by :func:`verdict`'s word,
-    reworded through ``verdicts``."""
-    return " | ".join(i.format(*SHOWN[m][1:]) + (
+def cells(intervals: list[tuple[Interval, Interval]], verdicts: dict[str, str] | None = None
+          ) -> str:
+    """One table cell per metric from its (pair-level, seed-level) intervals; with
+    ``verdicts``, each followed by :func:`verdict`'s word, reworded through ``verdicts``."""
+    return " | ".join(cell(i, {"seeds": seeds}, *SHOWN[m][1:]) + (
         f" {verdicts.get(verdict(i), verdict(i))}" if verdicts is not None else "")
-        for m, i in zip(METRICS, intervals, strict=True))
+        for m, (i, seeds) in zip(METRICS, intervals, strict=True))
 
 
 def means_table(series: list[Series]) -> list[str]:
@@ -248,7 +269,8 @@ def means_table(series: list[Series]) -> list[str]:
             values = s.points[step]["test_error"]
             shape = f"{len(values)} × {len(next(iter(values.values())))}"
             rows.append(f"| {s.name} | {s.inner_steps or '—'} | {step} | {s.consumed(step)} | "
-                        f"{cells([s.interval(step, m) for m in METRICS])} | {shape} |")
+                        + cells([(s.interval(step, m), s.seed_interval(step, m))
+                                 for m in METRICS]) + f" | {shape} |")
     return rows
 
 
@@ -259,7 +281,8 @@ def difference_table(found: list[Comparison], verdicts: dict[str, str] | None = 
     for c in found:
         for step in c.steps:
             rows.append(f"| {c.other.name} | {c.leap.inner_steps} | {step} | "
-                        f"{cells([c.at(step, m) for m in METRICS], verdicts or {})} |")
+                        + cells([(c.at(step, m), c.at(step, m, by_seed=True)) for m in METRICS],
+                                verdicts or {}) + " |")
     return rows
 
 
@@ -269,8 +292,20 @@ def change_table(found: list[Comparison]) -> list[str]:
     for c in found:
         for first, last in itertools.pairwise(c.steps):
             rows.append(f"| {c.other.name} | {c.leap.inner_steps} | {first} → {last} | "
-                        + cells([gap_change(c.other, c.leap, first, last, m) for m in METRICS])
-                        + " |")
+                        + cells([(gap_change(c.other, c.leap, first, last, m),
+                                   gap_change(c.other, c.leap, first, last, m, by_seed=True))
+                                  for m in METRICS]) + " |")
+    return rows
+
+
+def own_change_table(series: list[Series]) -> list[str]:
+    """Each meta-training series' own change between consecutive budgets, paired."""
+    rows = ["| method | K | meta-steps | " + " | ".join(
+        f"change in {SHOWN[m][0]}" for m in METRICS) + " |", "|---" * (len(METRICS) + 3) + "|"]
+    for s in (s for s in series if s.inner_steps):
+        for first, last in itertools.pairwise(sorted(s.points)):
+            rows.append(f"| {s.name} | {s.inner_steps} | {first} → {last} | "
+                        + cells([s.change(first, last, m) for m in METRICS]) + " |")
     return rows
 
 
@@ -345,7 +380,12 @@ def write_budget_report(folder: str | Path) -> Path:
                   "### How the differences moved with the budget", "",
                   "(method − Leap at the later meta-step) − (method − Leap at the earlier), "
                   "paired; positive: the gap moved in Leap's favour.", "",
-                  *change_table(mine), ""]
+                  *change_table(mine), "",
+                  "### How each method moved with the budget", "",
+                  "Its own value at the later meta-step − at the earlier, paired; negative: "
+                  "lower, which is better, at the later budget.", "",
+                  *own_change_table([s for s in series if s.num_pretrain == n
+                                     and not s.variant]), ""]
     if ablations:
         ns = sorted({c.leap.num_pretrain for c in ablations})
         lines += [f"## Leap ablations (N = {', '.join(map(str, ns))})", "",
@@ -355,10 +395,7 @@ def write_budget_report(folder: str | Path) -> Path:
                   "positive: the defaults are lower, which is better.", "",
                   *difference_table(ablations, {"Leap better": "defaults better",
                                                 "Leap worse": "variant better"}), ""]
-    lines += [f"Means with {100 * LEVEL:.0f} % Student-t intervals over the (seed, held-out "
-              "task) pairs; pairs of one seed share its split and initial weights, so the "
-              "intervals are somewhat too narrow.", "",
-              provenance_line(first)]
+    lines += [interval_note("(seed, held-out task)", "seeds"), "", provenance_line(first)]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
     return folder / "report.md"
 

@@ -78,7 +78,11 @@ def _study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. meta_steps=50, seeds=0,1,2, "
                         "maml.inner_steps=5, leap.metric=energy (repeatable)")
-    p.add_argument("--data", help="'glyphs' (default) or 'omniglot:PATH' (the standard layout)")
+    p.add_argument("--data", help="'glyphs' (default; data version 1), 'glyphs:v2' or "
+                                  "'omniglot:PATH' (the standard layout)")
+    p.add_argument("--task-batching", choices=("auto", "on", "off"),
+                   help="train a meta-batch's tasks and the held-out tasks as one computation "
+                        "(auto: on CUDA only; equal to off up to float rounding)")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="under torchrun: seconds a collective waits for the other ranks "
                         "(default 600)")
@@ -102,7 +106,10 @@ def _dry_run(processes: Processes, budget: Callable[[], object], what: str) -> N
 
 
 def _fields(args: argparse.Namespace) -> dict[str, object]:
-    return {"data": args.data} if args.data else {}
+    fields: dict[str, object] = {"data": args.data} if args.data else {}
+    if getattr(args, "task_batching", None):
+        fields["task_batching"] = args.task_batching
+    return fields
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
@@ -157,6 +164,9 @@ def _run(study: TransferStudy | rl.RLStudy | multicv.MultiCVStudy, out: Path,
     from metaleap.runs import RunDir, RunReader, check_run_folder
 
     processes = study.processes
+    note = study.batching_note() if isinstance(study, TransferStudy) else None
+    if note and processes.main:
+        print(f"metaleap: {note}", file=sys.stderr)
     config, identity = study.config_record(), study.data_identity()
     check_run_folder(out, config, identity, resume, overwrite)  # every rank, before any write
     processes.barrier()
@@ -337,14 +347,28 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_data_glyphs(args: argparse.Namespace) -> None:
-    from metaleap.tasks.glyphs import GlyphAlphabets, list_alphabets, preview_sheet
+    from metaleap.tasks.glyphs import (
+        VERSIONS,
+        GlyphAlphabets,
+        check_version,
+        glyph_stats,
+        list_alphabets,
+        preview_sheet,
+        stats_table,
+    )
 
-    ds = GlyphAlphabets(size=args.size, fonts=args.fonts)
-    if args.list or not args.preview:
-        print(list_alphabets(ds))
-    if args.preview:
-        preview_sheet(ds, args.preview)
-        print(f"contact sheet written to {args.preview}")
+    version = check_version(args.version) if args.version is not None else None
+    if args.stats:
+        versions = [version] if version else list(VERSIONS)
+        print(stats_table({v: glyph_stats(GlyphAlphabets(size=args.size, fonts=args.fonts,
+                                                         version=v)) for v in versions}))
+    if args.list or args.preview or not args.stats:
+        ds = GlyphAlphabets(size=args.size, fonts=args.fonts, version=version or VERSIONS[-1])
+        if args.list or not (args.preview or args.stats):
+            print(list_alphabets(ds))
+        if args.preview:
+            preview_sheet(ds, args.preview)
+            print(f"contact sheet (data version {ds.version}) written to {args.preview}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -424,6 +448,12 @@ def parser() -> argparse.ArgumentParser:
     glyphs = data_sub.add_parser("glyphs", help="the glyph alphabets (built and cached once)")
     glyphs.add_argument("--list", action="store_true", help="alphabets and character counts")
     glyphs.add_argument("--preview", metavar="PNG", help="write a contact sheet")
+    glyphs.add_argument("--stats", action="store_true",
+                        help="within- against between-character distance and leave-one-drawer-"
+                             "out 1-NN accuracy per data version")
+    glyphs.add_argument("--version", type=int, metavar="1|2",
+                        help="data version (default: 2 for --list and --preview, both for "
+                             "--stats; protocols default to 1, see --data glyphs:v2)")
     glyphs.add_argument("--size", type=int, default=28, help="image size (default 28)")
     glyphs.add_argument("--fonts", choices=("all", "matplotlib"), default="all",
                         help="all fonts on the machine (default) or matplotlib's alone")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -125,6 +127,24 @@ def describe(device: torch.device) -> dict[str, object]:
     """The software and hardware a run used: versions, device (and its name), CPU threads."""
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
-    return {"metaleap": metaleap.__version__, "torch": torch.__version__,
+    return {"metaleap": metaleap.__version__, "code": code_revision(), "torch": torch.__version__,
             "python": sys.version.split()[0], "device": str(device), "device_name": name,
             "threads": torch.get_num_threads()}
+
+
+def code_revision() -> dict[str, object] | None:
+    """The git commit metaleap runs from and whether its tree differs from it (changed or
+    untracked files); ``None`` unless the package is tracked in a git checkout (an installed
+    wheel, a copy)."""
+    root = Path(metaleap.__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+    try:
+        git("ls-files", "--error-unmatch", "__init__.py")
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": dirty}

@@ -108,8 +108,9 @@ def add_mean_to_grad(params: list[Tensor], total: Tensor, count: int) -> None:
 
 
 def _like(flat: Tensor, p: Tensor) -> Tensor:
-    """``flat`` (``p.numel()`` values) as a tensor shaped like ``p`` and laid out in memory
-    like it: a channels-last ``p`` gets a channels-last view, anything else a row-major one."""
+    """``flat`` (``p.numel()`` values) shaped like ``p`` and laid out in memory like it: a
+    channels-last ``p`` gets a channels-last view (so copies from it are not strided), any
+    other a row-major one."""
     if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(
             memory_format=torch.channels_last):
         n, c, h, w = p.shape
@@ -270,17 +271,30 @@ class Leap(nn.Module):
         if self._steps == 0:
             raise RuntimeError("end_task: no step was observed in this task")
         self._segment(None if final_loss is None else self._as_loss(final_loss))
-        kept = bool((self._finite & torch.isfinite(self._acc).all()).item())
-        if kept:
-            self._sum = self._acc.clone() if self._sum is None else self._sum.add_(self._acc)
-            self._paths.append(float(self._path))
-            if self.buffer_policy == "average":
-                self._add_buffers(model)
-        else:
-            self._dropped += 1
-        stats = TaskStats(steps=self._steps, path=float(self._path), dropped=not kept)
+        stats = self.fold(self._in_order(self._acc), self._path, self._finite, self._steps,
+                          dict(model.named_buffers()))
         self._running = None
         return stats
+
+    @torch.no_grad()
+    def fold(self, acc: Tensor, path: Tensor, finite: Tensor, steps: int,
+             buffers: dict[str, Tensor]) -> TaskStats:
+        """Fold one finished task into the meta-batch: its Σ_i increment_i (``acc``, flat in
+        θ⁰'s order), its path d_p, whether its losses were finite, its final ``buffers``.
+
+        :meth:`end_task` calls it; a caller that computed a task's increments itself (several
+        tasks batched as one computation) folds each task with it, in task order. A task with
+        a non-finite value is dropped and counted.
+        """
+        kept = bool((finite & torch.isfinite(acc).all()).item())
+        if kept:
+            self._sum = acc.clone() if self._sum is None else self._sum.add_(acc)
+            self._paths.append(float(path))
+            if self.buffer_policy == "average":
+                self._add_buffers(buffers)
+        else:
+            self._dropped += 1
+        return TaskStats(steps=steps, path=float(path), dropped=not kept)
 
     def abort_task(self) -> None:
         """Discard the running task without counting it."""
@@ -289,8 +303,7 @@ class Leap(nn.Module):
     def contribution(self) -> Contribution:
         """This process's sums over the finished tasks (zeros if none); starts a new meta-batch.
 
-        ``"grad"``: Σ over kept tasks of Σ_i increment_i (flat, θ⁰'s order, each parameter
-        in its memory layout: a channels-last weight channels-last); ``"tasks"``,
+        ``"grad"``: Σ over kept tasks of Σ_i increment_i (flat, θ⁰'s order); ``"tasks"``,
         ``"dropped"``: counts; ``"path"``: Σ of the kept tasks' paths; with
         ``buffers="average"``, ``"buffer:NAME"``: Σ of the kept tasks' final buffers.
         """
@@ -324,12 +337,7 @@ class Leap(nn.Module):
         stats = MetaGradStats(tasks=kept, dropped=contribution.count("dropped"),
                               mean_path=float(sums["path"]) / kept if kept else float("nan"))
         if kept:
-            mean = sums["grad"].div_(kept)
-            for (_, p), g in zip(self.named_meta_parameters(), self._views(mean), strict=True):
-                if p.grad is None:
-                    p.grad = g.clone()
-                else:
-                    p.grad.add_(g)
+            add_mean_to_grad([p for _, p in self.named_meta_parameters()], sums["grad"], kept)
             for key, total in sums.items():
                 if key.startswith("buffer:"):
                     getattr(self.init_buffers, _mangle(key[7:])).copy_(total / kept)
@@ -421,10 +429,17 @@ class Leap(nn.Module):
         self._buffer_sums: dict[str, Tensor] = {}
 
     def _views(self, flat: Tensor) -> list[Tensor]:
-        """``flat`` as one tensor per parameter, each laid out in memory like θ⁰'s (so that a
-        channels-last weight is read and written in its own order)."""
+        """A work buffer as one view per parameter, each in θ⁰'s memory layout (a
+        channels-last weight's slice is channels-last)."""
         return [_like(v, p) for v, (_, p) in
                 zip(flat.split(self._numels), self.named_meta_parameters(), strict=True)]
+
+    def _in_order(self, flat: Tensor) -> Tensor:
+        """A work buffer in θ⁰'s order (each parameter row-major), as sums and ``fold`` use."""
+        views = self._views(flat)
+        if all(v.is_contiguous() for v in views):
+            return flat
+        return torch.cat([v.reshape(-1) for v in views])
 
     def _check_running(self, model: nn.Module) -> None:
         if self._running is None:
@@ -479,9 +494,8 @@ class Leap(nn.Module):
             self._path += sq
             self._acc.add_(self._prev)
 
-    @torch.no_grad()
-    def _add_buffers(self, model: nn.Module) -> None:
-        for n, b in model.named_buffers():
+    def _add_buffers(self, buffers: dict[str, Tensor]) -> None:
+        for n, b in buffers.items():
             if n in self.buffer_names and b.is_floating_point():
                 key = _mangle(n)
                 if key in self._buffer_sums:

@@ -9,7 +9,9 @@ results.json of schema 2 (which stored no intervals) and later read alike.
 
 from __future__ import annotations
 
+import itertools
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +76,24 @@ def load_summary(run: str | Path) -> dict[str, Any]:
 # The tables compute every interval from ``per_seed``, whatever the results.json schema
 # (version 2 stored none), with the functions that summarize uses from version 3 on.
 LEVEL = 0.95
+
+
+def interval_note(pairs: str, *units: str) -> str:
+    """The one sentence every report gives on what its intervals cover: the first interval of
+    a cell is over ``pairs``; each unit (e.g. "seeds") marks one over that unit's means."""
+    marked = " or ".join(f'"{u}"' for u in units)
+    return (f"Intervals: {100 * LEVEL:.0f} % Student-t. The first in a cell is over the "
+            f"{pairs} pairs and covers the variation between held-out tasks for these "
+            "meta-training runs, not between meta-training runs; one marked "
+            f"{marked} is over that unit's means (df = units − 1), covers both, and is wide "
+            "with few units. Verdicts read the first; an interval that spans 0 shows no "
+            "difference, never equality.")
+
+
 NOTE = (
-    f"Means with {100 * LEVEL:.0f} % Student-t intervals over the (seed, held-out task) "
-    "pairs (n = seeds × tasks). Differences are paired: the same seed's same task trained "
-    "from both initializations. Pairs of one seed share its split, initial weights and "
-    "data streams, so they are not fully independent and the intervals are somewhat too "
-    "narrow. Meta-training SGD steps, per method and seed: meta-steps × tasks per "
-    "meta-step × inner steps.")
+    interval_note("(seed, held-out task)", "seeds") + " Differences are paired: the same "
+    "seed's same task trained from both initializations. Meta-training SGD steps, per method "
+    "and seed: meta-steps × tasks per meta-step × inner steps.")
 
 PATH_NOTE = (
     "Path length: Σ_i ‖(θ^{i+1} − θ^i, f^{i+1} − f^i)‖ of the held-out training, the quantity "
@@ -93,10 +106,25 @@ def interval(entry: dict[str, Any], metric: str) -> Interval:
     return stats.mean_ci(stats.pooled(entry[metric]["per_seed"]), LEVEL)
 
 
-def differences(summary: dict[str, Any], metric: str) -> dict[str, Interval]:
-    """Each method's paired difference from Leap (method − Leap) in ``metric``."""
+def seed_interval(entry: dict[str, Any], metric: str) -> Interval:
+    """One method's mean of ``metric`` with its interval over the per-seed means."""
+    return stats.by_group(entry[metric]["per_seed"], LEVEL)
+
+
+def differences(summary: dict[str, Any], metric: str, by_seed: bool = False
+                ) -> dict[str, Interval]:
+    """Each method's paired difference from Leap (method − Leap) in ``metric``: over the
+    (seed, task) pairs, or with ``by_seed`` over the per-seed mean differences."""
     return stats.compare({m: e[metric]["per_seed"] for m, e in summary["methods"].items()},
-                         transfer.REFERENCE, LEVEL)
+                         transfer.REFERENCE, LEVEL,
+                         (lambda d: stats.by_group(d, LEVEL)) if by_seed else None)
+
+
+def cell(pairs: Interval, units: dict[str, Interval], scale: float = 1.0, digits: int = 1
+         ) -> str:
+    """``pairs`` formatted, then each unit-level interval that has bounds: "…; seeds [a, b]"."""
+    return pairs.format(scale, digits) + "".join(
+        f"; {unit} {i.bounds(scale, digits)}" for unit, i in units.items() if i.bounds())
 
 
 def verdict(difference: Interval) -> str:
@@ -137,7 +165,8 @@ def table(summary: dict[str, Any]) -> str:
             "|---" * (len(shown) + 3) + "|"]
     for method, e in summary["methods"].items():
         tasks = len(next(iter(e["test_error"]["per_seed"].values())))
-        cells = " | ".join(interval(e, m).format(*SHOWN[m][1:]) for m in shown)
+        cells = " | ".join(cell(interval(e, m), {"seeds": seed_interval(e, m)}, *SHOWN[m][1:])
+                           for m in shown)
         rows.append(f"| {label(method)} | {cells} | {budget(summary, method)} "
                     f"| {len(e['seeds'])} × {tasks} |")
     return "\n".join(rows)
@@ -148,6 +177,7 @@ def difference_table(summary: dict[str, Any]) -> str | None:
     Leap."""
     shown = [m for m in ("error_auc", "test_error", "path_length") if m in metrics_of(summary)]
     diffs = {m: differences(summary, m) for m in shown}
+    by_seed = {m: differences(summary, m, by_seed=True) for m in shown}
     if not diffs["error_auc"]:
         return None
     rows = ["**Paired differences from Leap** (method − Leap, percentage points for errors; "
@@ -155,8 +185,9 @@ def difference_table(summary: dict[str, Any]) -> str | None:
             f"| method − Leap | {' | '.join(SHOWN[m][0] for m in shown)} |",
             "|---" * (len(shown) + 1) + "|"]
     for method in diffs["error_auc"]:
-        cells = " | ".join(f"{diffs[m][method].format(*SHOWN[m][1:])} "
-                           f"{verdict(diffs[m][method])}" for m in shown)
+        cells = " | ".join(
+            f"{cell(diffs[m][method], {'seeds': by_seed[m][method]}, *SHOWN[m][1:])} "
+            f"{verdict(diffs[m][method])}" for m in shown)
         rows.append(f"| {label(method)} | {cells} |")
     return "\n".join(rows)
 
@@ -166,14 +197,16 @@ def difference_table(summary: dict[str, Any]) -> str | None:
 PHRASES = {
     "error_auc": ("learns the held-out tasks faster than {ref} (train-error AUC {x} points "
                   "lower)", "learns the held-out tasks slower than {ref} (train-error AUC {x} "
-                  "points higher)", "learns the held-out tasks about as fast as {ref} (train-error "
-                  "AUC difference {x} points, spanning 0)"),
+                  "points higher)", "shows no difference in how fast it learns the held-out "
+                  "tasks compared with training {ref} (train-error AUC difference {x} points, "
+                  "spanning 0)"),
     "path_length": ("along shorter learning paths ({x} shorter)",
                     "along longer learning paths ({x} longer)",
-                    "along paths of similar length (difference {x}, spanning 0)"),
+                    "with no difference in path length shown (difference {x}, spanning 0)"),
     "test_error": ("and ends with a lower test error ({x} points)",
                    "and ends with a higher test error ({x} points)",
-                   "and ends with a similar test error (difference {x} points, spanning 0)"),
+                   "and shows no difference in final test error (difference {x} points, "
+                   "spanning 0)"),
 }
 
 
@@ -209,17 +242,19 @@ def tables(summary: dict[str, Any]) -> list[str]:
 
 
 def plot_heldout_curves(summary: dict[str, Any], path: Path) -> None:
-    """Mean training-error curve on the held-out tasks, one line per method."""
+    """Mean training-error curve on the held-out tasks (%), one line per method; the bands
+    are ±1 std over the (seed, task) curves."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for method, e in summary["methods"].items():
         mean, std = e["curve"]["mean"], e["curve"]["std"]
         steps = range(len(mean))
-        ax.plot(steps, mean, label=label(method), color=color(method))
-        ax.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
-                        [m + s for m, s in zip(mean, std, strict=True)], alpha=0.15,
+        ax.plot(steps, [100 * m for m in mean], label=label(method), color=color(method))
+        ax.fill_between(steps, [100 * (m - s) for m, s in zip(mean, std, strict=True)],
+                        [100 * (m + s) for m, s in zip(mean, std, strict=True)], alpha=0.15,
                         color=color(method))
-    ax.set(xlabel="training step on a held-out task", ylabel="training error",
-           title="Held-out tasks trained from each initialization", ylim=(0, 1))
+    ax.set(xlabel="training step on a held-out task", ylabel="training error (%)",
+           title="Held-out tasks from each initialization\n"
+                 "(mean; bands ±1 std over the (seed, task) curves)", ylim=(0, 100))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -240,11 +275,12 @@ def plot_meta_training(records: list[dict[str, Any]], path: Path) -> None:
         mine = [r for r in val if r["method"] == method and r["seed"] == seed]
         last = max(r["step"] for r in mine) or 1
         for r in mine:
-            ax.plot(r["train_error_curve"], color=plt.cm.viridis(r["step"] / last), lw=1.2)
-        ax.set(title=label(method), xlabel="training step", ylim=(0, 1))
+            ax.plot([100 * v for v in r["train_error_curve"]],
+                    color=plt.cm.viridis(r["step"] / last), lw=1.2)
+        ax.set(title=label(method), xlabel="training step", ylim=(0, 100))
         sm = plt.cm.ScalarMappable(cmap="viridis", norm=plt.Normalize(0, last))
         fig.colorbar(sm, ax=ax, label="meta-step")
-    axes[0][0].set_ylabel("validation training error")
+    axes[0][0].set_ylabel("validation training error (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -357,18 +393,49 @@ def plot_sweep(summaries: dict[int, dict[str, Any]], path: Path) -> None:
                                 [100 * c.high for c in cis],  # type: ignore[operator]
                                 alpha=0.15, color=color(method))
         ax.set(xlabel="number of pretraining tasks N", ylabel=f"{name} (%)", xticks=ns_all,
-               title=f"Held-out {name} against N ({100 * LEVEL:.0f} % intervals)")
+               title=f"Held-out {name} against N\n(bands: {100 * LEVEL:.0f} % intervals "
+                     "over the (seed, task) pairs)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def across_n(summaries: dict[int, dict[str, Any]]) -> list[str]:
+    """Each meta-training method's change between consecutive N, paired on the (seed,
+    held-out task) pairs: the held-out tasks of a seed do not depend on N."""
+    ns = list(summaries)
+    rows = ["| method | N | " + " | ".join(f"change in {SHOWN[m][0]}" for m in
+                                          ("error_auc", "test_error")) + " |", "|---|---|---|---|"]
+    methods = dict.fromkeys(m for s in summaries.values() for m in s["methods"])
+    for method in (m for m in methods if m not in METHODS or METHODS[m].meta_trains):
+        for a, b in itertools.pairwise(n for n in ns if method in summaries[n]["methods"]):
+            ea, eb = summaries[a]["methods"][method], summaries[b]["methods"][method]
+            if ea["tasks"] != eb["tasks"]:
+                raise RunError(f"{label(method)} held out other tasks at N = {a} and N = {b}")
+            cells = []
+            for metric in ("error_auc", "test_error"):
+                new, old = eb[metric]["per_seed"], ea[metric]["per_seed"]
+                pairs = stats.paired_groups(new, old, LEVEL)
+                seeds = stats.by_group(stats.differences(new, old), LEVEL)
+                word = ("spans 0" if not pairs.excludes_zero
+                        else f"lower at N = {b}" if pairs.mean < 0 else f"higher at N = {b}")
+                cells.append(f"{cell(pairs, {'seeds': seeds}, *SHOWN[metric][1:])} {word}")
+            rows.append(f"| {label(method)} | {a} → {b} | {' | '.join(cells)} |")
+    return rows
+
+
 def sweep_lines(summaries: dict[int, dict[str, Any]]) -> list[str]:
-    """The sweep's report: the figure, then each N's tables."""
+    """The sweep's report: the figure, the changes across N, then each N's tables."""
     lines = ["# Sweep over the number of pretraining tasks", "",
              "Each N is one run (`n-N/`, with its own report.md). " + NOTE, "",
              "![AUC and test error against N](auc_vs_n.png)", ""]
+    if len(summaries) > 1:
+        lines += ["## Across N", "", "Each method's value at the larger N minus its value at "
+                  "the smaller, paired on the same (seed, held-out task) pairs (percentage "
+                  "points; negative: lower, which is better, at the larger N). Compare values "
+                  "across N by these differences, not by whether the intervals of the tables "
+                  "below overlap.", "", *across_n(summaries), ""]
     for n, summary in summaries.items():
         lines += [f"## N = {n}", "", *tables(summary)]
     return lines[:-1]
@@ -380,8 +447,8 @@ MULTICV_METRICS = (("test_error", "test error"), ("train_error", "train error"),
 
 
 def plot_multicv_curves(summary: dict[str, Any], path: Path) -> None:
-    """Training error of each held-out data set against SGD steps, mean and ±1 std over
-    seeds, one panel per data set, one line per method."""
+    """Training error (%) of each held-out data set against SGD steps, mean and ±1 std over
+    seeds, one panel per data set, one line per method, one legend for all."""
     holdouts = summary["holdouts"]
     cols = min(4, len(holdouts))
     rows = -(-len(holdouts) // cols)
@@ -390,16 +457,21 @@ def plot_multicv_curves(summary: dict[str, Any], path: Path) -> None:
         for method, e in entries.items():
             mean, std, every = e["curve"]["mean"], e["curve"]["std"], e["curve"]["every"]
             steps = [min(every * (i + 1), e["max_steps"]) for i in range(len(mean))]
-            ax.plot(steps, mean, label=label(method), color=color(method), lw=1.2)
-            ax.fill_between(steps, [m - s for m, s in zip(mean, std, strict=True)],
-                            [m + s for m, s in zip(mean, std, strict=True)], alpha=0.12,
+            ax.plot(steps, [100 * m for m in mean], label=label(method), color=color(method),
+                    lw=1.2)
+            ax.fill_between(steps, [100 * (m - s) for m, s in zip(mean, std, strict=True)],
+                            [100 * (m + s) for m, s in zip(mean, std, strict=True)], alpha=0.12,
                             color=color(method))
-        ax.set(title=f"held out: {holdout}", xlabel="SGD step", ylim=(0, 1))
+        ax.set(title=f"held out: {holdout}", xlabel="SGD step", ylim=(0, 100))
     for ax in axes.flat[len(holdouts):]:
         ax.axis("off")
-    axes[0][0].set_ylabel("training error")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
+    for row in axes:
+        row[0].set_ylabel("training error (%)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.suptitle("Held-out data sets from each method's pretraining (mean; bands ±1 std over "
+                 "seeds)")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -430,16 +502,36 @@ def multicv_tables(summary: dict[str, Any]) -> list[str]:
     overall = summary["methods"]
     if len(summary["holdouts"]) > 1 and overall:
         lines += ["", "**Over every held-out data set** (means over the (held-out data set, "
-                  "seed) pairs; differences paired on them)", "",
+                  "seed) pairs, differences paired on them; then over the data sets' and the "
+                  "seeds' means)", "",
                   f"| method | {head} | − Leap: {' | − Leap: '.join(n for _, n in MULTICV_METRICS)}"
                   " |", "|---|---|---|---|---|---|---|"]
         for method, e in overall.items():
-            means = " | ".join(Interval(**e[m]["ci"]).format(100) for m, _ in MULTICV_METRICS)
-            vs = e.get("vs_leap")
-            diff = " | ".join(f"{Interval(**vs[m]).format(100)} {verdict(Interval(**vs[m]))}"
-                              if vs else "" for m, _ in MULTICV_METRICS)
+            means = " | ".join(cell(Interval(**e[m]["ci"]), units(e[m]["per_seed"]), 100)
+                               for m, _ in MULTICV_METRICS)
+            diff = " | ".join(f"{cell(found[0], units(found[1]), 100)} {verdict(found[0])}"
+                              if (found := pooled_difference(summary, method, m)) else ""
+                              for m, _ in MULTICV_METRICS)
             lines.append(f"| {label(method)} | {means} | {diff} |")
     return lines
+
+
+def units(groups: stats.Groups) -> dict[str, Interval]:
+    """The data-set-level and seed-level intervals of values keyed "HELD_OUT/SEED"."""
+    return {unit: stats.by_group(stats.regroup(groups, lambda k, i=i: k.rsplit("/", 1)[i]),
+                                 LEVEL)
+            for unit, i in (("data sets", 0), ("seeds", 1))}
+
+
+def pooled_difference(summary: dict[str, Any], method: str, metric: str
+                      ) -> tuple[Interval, dict[str, list[float]]] | None:
+    """``method`` − Leap over every (held-out data set, seed) pair, and the differences by
+    pair; ``None`` for Leap or without it."""
+    e, leap = summary["methods"][method], summary["methods"].get(multicv.REFERENCE)
+    if "vs_leap" not in e or leap is None:
+        return None
+    return (Interval(**e["vs_leap"][metric]),
+            stats.differences(e[metric]["per_seed"], leap[metric]["per_seed"]))
 
 
 def multicv_reading(summary: dict[str, Any]) -> str:
@@ -454,19 +546,20 @@ def multicv_reading(summary: dict[str, Any]) -> str:
     sentences = [f"Leap has the lowest mean test error on {len(leads)} of {len(holdouts)} "
                  "held-out data sets (the paper: all but one)"
                  + (f"; elsewhere the lowest is {others}." if others else ".")]
-    pooled = {m: Interval(**e["vs_leap"]["test_error"]) for m, e in summary["methods"].items()
-              if e.get("vs_leap")}
+    pooled = {m: found for m in summary["methods"]
+              if (found := pooled_difference(summary, m, "test_error"))}
     if len(holdouts) > 1 and pooled:
-        for side, what in (("Leap better", "lower"), ("Leap worse", "higher")):
-            names = [f"{label(m)}'s by {(d if d.mean > 0 else -d).format(100)}"
-                     for m, d in pooled.items() if verdict(d) == side]
-            if names:
-                sentences.append(f"Over every held-out data set, Leap's test error is {what} "
-                                 f"than {', '.join(names)} points.")
-        unresolved = [label(m) for m, d in pooled.items() if not d.excludes_zero]
-        if unresolved:
-            sentences.append(f"Against {', '.join(unresolved)} the pooled test-error "
-                             "difference spans 0.")
+        for method, (d, pairs) in pooled.items():
+            datasets = stats.regroup(pairs, lambda k: k.rsplit("/", 1)[0])
+            by_set = stats.by_group(datasets, LEVEL)
+            higher, lower, p = stats.sign_test([statistics.fmean(v)
+                                                for v in datasets.values()])
+            sentences.append(
+                f"{label(method)} − Leap, test error over every held-out data set: "
+                f"{d.format(100)} points over the {d.n} (data set, seed) pairs ({verdict(d)}), "
+                f"{by_set.format(100)} with the {by_set.n} data sets as the unit "
+                f"({verdict(by_set)}); {label(method)} is lower on {lower} and higher on "
+                f"{higher} of them (sign test p = {p:.3f}).")
     count = sum(len(MULTICV_METRICS) for entries in holdouts.values()
                 for e in entries.values() if "vs_leap" in e)
     if count:
@@ -501,9 +594,10 @@ def multicv_report(run: Path, summary: dict[str, Any]) -> list[str]:
              "Errors are those of the final network on the held-out data set's test and "
              "training splits. AUC is the area under its training-error curve, normalised: the "
              "mean training error over the most steps the data set allows, steps after early "
-             f"stopping counted at the last error. Means with {100 * LEVEL:.0f} % Student-t "
-             "intervals over seeds (one held-out run per seed: with 3 seeds they are wide); "
-             "a verdict needs the interval of the difference to exclude 0.", ""]
+             "stopping counted at the last error. "
+             + interval_note("(held-out data set, seed)", "data sets", "seeds")
+             + " Per held-out data set, an interval is over the seeds alone (one held-out run "
+             "per seed, df = seeds − 1: with 3 seeds they are wide).", ""]
     if summary.get("left_out"):
         lines += ["Left out (not installed): " + "; ".join(
             f"{name}: {why}" for name, why in summary["left_out"].items()), ""]
@@ -526,12 +620,14 @@ def plot_rl_curves(summary: dict[str, Any], path: Path) -> None:
         for method, e in summary["methods"].items():
             mean, std = e["curves"][game]["mean"], e["curves"][game]["std"]
             name = "Random init." if method == "scratch" else label(method)
-            ax.plot(steps, mean, label=f"{name} ({len(e['seeds'])} seeds)", color=color(method))
-            ax.fill_between(steps, [m - 2 * s for m, s in zip(mean, std, strict=True)],
-                            [m + 2 * s for m, s in zip(mean, std, strict=True)], alpha=0.15,
-                            color=color(method))
-        ax.set(title=game, xlabel="environment steps", ylabel="normalised score")
+            ax.plot(steps, [100 * m for m in mean], label=f"{name} ({len(e['seeds'])} seeds)",
+                    color=color(method))
+            ax.fill_between(steps, [100 * (m - 2 * s) for m, s in zip(mean, std, strict=True)],
+                            [100 * (m + 2 * s) for m, s in zip(mean, std, strict=True)],
+                            alpha=0.15, color=color(method))
+        ax.set(title=game, xlabel="environment steps", ylabel="normalised score (%)")
         ax.legend(fontsize=8)
+    fig.suptitle("Held-out games (mean over seeds; bands ±2 std over seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -586,9 +682,9 @@ def rl_report(run: Path, summary: dict[str, Any]) -> list[str]:
              "seeds × games |", "|---|---|---|---|"]
     for method, e in methods.items():
         name = "Random init." if method == "scratch" else label(method)
-        lines.append(f"| {name} | {Interval(**e['score_auc']['ci']).format(100)} | "
-                     f"{Interval(**e['final_score']['ci']).format(100)} | {len(e['seeds'])} × "
-                     f"{len(e['games'])} |")
+        scores = " | ".join(cell(Interval(**e[m]["ci"]), {"seeds": stats.by_group(
+            e[m]["per_seed"], LEVEL)}, 100) for m, _ in RL_METRICS)
+        lines.append(f"| {name} | {scores} | {len(e['seeds'])} × {len(e['games'])} |")
     lines += ["", "| game | random policy | " + " | ".join(
         f"{'Random init.' if m == 'scratch' else label(m)}: final return" for m in methods)
               + " |", "|---|---|" + "---|" * len(methods)]
@@ -605,12 +701,15 @@ def rl_report(run: Path, summary: dict[str, Any]) -> list[str]:
                   "|---|---|---|"]
         for metric, name in RL_METRICS:
             d = Interval(**summary["difference"][metric])
-            lines.append(f"| all games: {name} | {d.format(100.0, 1)} | {verdict(d)} |")
+            seeds = stats.by_group(stats.differences(
+                *(methods[m][metric]["per_seed"] for m in ("leap", "scratch"))), LEVEL)
+            lines.append(f"| all games: {name} | {cell(d, {'seeds': seeds}, 100)} | "
+                         f"{verdict(d)} |")
         lines += [f"| {game}: {name} | {d.format(100.0, 1)} | {verdict(d)} |"
                   for game, name, d in rl_game_differences(summary)]
         lines += ["", "**Reading.** " + rl_reading(summary)]
-    lines += ["", "Intervals are 95 % Student-t over the (seed, game) pairs, or over seeds for "
-              "one game; with few seeds they are wide.", "", provenance_line(summary), ""]
+    lines += ["", interval_note("(seed, game)", "seeds") + " Per game, an interval is over "
+              "the seeds alone (df = seeds − 1).", "", provenance_line(summary), ""]
     return lines + [f"![{f}]({f})" for f in figures]
 
 

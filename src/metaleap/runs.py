@@ -26,6 +26,8 @@ import json
 import os
 import pickle
 import shutil
+import sys
+import sysconfig
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -44,6 +46,31 @@ OFFSET = "log_offset"
 
 class RunError(RuntimeError):
     """A run folder that cannot be used as asked (exists, missing, other config)."""
+
+
+def _machine_prefixes() -> list[tuple[str, str]]:
+    """(prefix, stand-in) for the folders that differ from machine to machine, longest first:
+    the Python environment's package folders, its prefix and the home folder."""
+    found = {sysconfig.get_paths()[k]: "<site-packages>" for k in ("purelib", "platlib")}
+    found[sys.prefix] = "<python>"
+    found[str(Path.home())] = "~"
+    return sorted(((p.rstrip("/") + "/", name + "/") for p, name in found.items() if p != "/"),
+                  key=lambda item: -len(item[0]))
+
+
+def portable(value: Any) -> Any:
+    """``value`` (JSON-able) with every machine path in its strings relativised: the
+    environment's package folders → ``<site-packages>/``, its prefix → ``<python>/``, the
+    home folder → ``~/``. What a run folder records then names no one machine."""
+    if isinstance(value, str):
+        for prefix, name in _machine_prefixes():
+            value = value.replace(prefix, name)
+        return value
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    return value
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -69,8 +96,10 @@ def check_run_folder(path: Path, config: dict[str, Any], identity: dict[str, Any
                      resume: bool, overwrite: bool) -> dict[str, Any] | None:
     """Raise :class:`RunError` unless ``path`` can be used as asked; reads, never writes.
 
-    Returns the recorded provenance of a run to resume (None otherwise).
+    Returns the recorded provenance of a run to resume (None otherwise). ``config`` and
+    ``identity`` are compared as they are recorded, :func:`portable`.
     """
+    config, identity = portable(config), portable(identity)
     if resume and overwrite:
         raise RunError("choose one of --resume and --overwrite")
     if not resume:
@@ -165,6 +194,7 @@ class RunDir(RunReader):
                  environment: dict[str, Any] | None = None, resume: bool = False,
                  overwrite: bool = False, tensorboard: bool = False) -> None:
         super().__init__(path)
+        config, identity, environment = portable(config), portable(identity), portable(environment)
         provenance = check_run_folder(self.path, config, identity, resume, overwrite)
         session = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"), **(environment or {})}

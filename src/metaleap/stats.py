@@ -3,15 +3,17 @@
 Every published mean carries a two-sided Student-t interval over its samples, and every
 comparison between two methods is a *paired* difference: the same (seed, task) trained from
 both initializations, so the variation shared by both (an easy task, a lucky seed) cancels.
-The t-interval treats the pairs as independent; pairs that share a seed are not quite, which
-the reports state beside the tables.
+The t-interval treats the pairs as independent; pairs that share a seed are not quite. So
+reports also give a *group-level* interval (:func:`by_group`): one value per seed (or per data
+set), the mean over its pairs, with df = groups − 1. It covers the variation between
+meta-training runs that the pair-level interval misses, and with few seeds it is wide.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 #: Samples grouped by a key shared across methods (a seed), each group in a fixed order (the
@@ -45,13 +47,20 @@ class Interval:
 
     def format(self, scale: float = 1.0, digits: int = 1) -> str:
         """``mean [low, high]`` scaled (e.g. by 100 for percentages)."""
-        def number(value: float) -> str:
-            text = f"{scale * value:.{digits}f}"
-            return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
-
         if self.low is None or self.high is None:
-            return number(self.mean)
-        return f"{number(self.mean)} [{number(self.low)}, {number(self.high)}]"
+            return _number(self.mean, scale, digits)
+        return f"{_number(self.mean, scale, digits)} {self.bounds(scale, digits)}"
+
+    def bounds(self, scale: float = 1.0, digits: int = 1) -> str:
+        """``[low, high]`` scaled, or ``""`` without bounds."""
+        if self.low is None or self.high is None:
+            return ""
+        return f"[{_number(self.low, scale, digits)}, {_number(self.high, scale, digits)}]"
+
+
+def _number(value: float, scale: float, digits: int) -> str:
+    text = f"{scale * value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> Interval:
@@ -82,18 +91,54 @@ def pooled(groups: Groups) -> list[float]:
     return [x for values in groups.values() for x in values]
 
 
-def paired_groups(a: Groups, b: Groups, level: float = 0.95) -> Interval:
-    """:func:`paired_difference` ``a − b`` over the groups both have, value by value."""
+def differences(a: Groups, b: Groups) -> dict[str, list[float]]:
+    """``a − b`` value by value, in the groups both have."""
     common = [k for k in a if k in b]
     if not common:
         raise ValueError("the samples have no group in common")
-    return paired_difference(pooled({k: a[k] for k in common}),
-                             pooled({k: b[k] for k in common}), level)
+    out = {}
+    for k in common:
+        if len(a[k]) != len(b[k]):
+            raise ValueError(f"paired samples differ in length in group {k}: "
+                             f"{len(a[k])} and {len(b[k])}")
+        out[k] = [x - y for x, y in zip(a[k], b[k], strict=True)]
+    return out
 
 
-def compare(samples: Mapping[str, Groups], reference: str, level: float = 0.95
-            ) -> dict[str, Interval]:
-    """Each sample's paired difference from ``reference`` (``sample − reference``).
+def paired_groups(a: Groups, b: Groups, level: float = 0.95) -> Interval:
+    """:func:`paired_difference` ``a − b`` over the groups both have, value by value."""
+    return mean_ci(pooled(differences(a, b)), level)
+
+
+def by_group(groups: Groups, level: float = 0.95) -> Interval:
+    """The t-interval over the groups' means (df = groups − 1): the group (a seed, a data
+    set) is the unit, not the value. Its mean is the pooled mean when the groups are equal in
+    size."""
+    return mean_ci([statistics.fmean(v) for v in groups.values()], level)
+
+
+def regroup(groups: Groups, key: Callable[[str], str]) -> dict[str, list[float]]:
+    """The values of ``groups`` gathered under ``key(group)`` (e.g. "mnist/0" → "mnist")."""
+    out: dict[str, list[float]] = {}
+    for k, values in groups.items():
+        out.setdefault(key(k), []).extend(values)
+    return out
+
+
+def sign_test(values: Sequence[float]) -> tuple[int, int, float]:
+    """(positives, negatives, two-sided p) of the exact sign test; zeros are left out."""
+    positive, negative = sum(v > 0 for v in values), sum(v < 0 for v in values)
+    if positive + negative == 0:
+        return 0, 0, 1.0
+    from scipy.stats import binomtest  # scipy is slow to import: only where used
+
+    return positive, negative, float(binomtest(positive, positive + negative).pvalue)
+
+
+def compare(samples: Mapping[str, Groups], reference: str, level: float = 0.95,
+            unit: Callable[[Groups], Interval] | None = None) -> dict[str, Interval]:
+    """Each sample's paired difference from ``reference`` (``sample − reference``): over the
+    pooled pairs, or ``unit(differences)`` (e.g. :func:`by_group`) when given.
 
     Samples sharing no group with ``reference`` (a partial run) are left out, as is every
     sample when ``reference`` is absent.
@@ -101,5 +146,6 @@ def compare(samples: Mapping[str, Groups], reference: str, level: float = 0.95
     if reference not in samples:
         return {}
     ref = samples[reference]
-    return {name: paired_groups(groups, ref, level) for name, groups in samples.items()
+    interval = unit or (lambda d: mean_ci(pooled(d), level))
+    return {name: interval(differences(groups, ref)) for name, groups in samples.items()
             if name != reference and any(k in ref for k in groups)}

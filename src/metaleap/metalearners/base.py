@@ -25,12 +25,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from metaleap.leap import Contribution, Reduce, add_mean_to_grad, single_process
+
+if TYPE_CHECKING:
+    from metaleap.metalearners.batched import BatchedTasks
 
 Batch = tuple[Tensor, Tensor]
 Exclude = Callable[[str], bool] | Sequence[str]
@@ -199,6 +202,12 @@ class MetaLearner(nn.Module, ABC):
         """Restore what :meth:`extra_state` returned."""
         if self.meta_optimizer is not None:
             self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+
+    def batched(self, count: int) -> BatchedTasks | None:
+        """A handle for ``count`` tasks trained from θ⁰ as one computation (stacked
+        parameters; :mod:`metaleap.metalearners.batched`), or ``None`` when the method has no
+        batched form and its tasks train one after another."""
+        return None
 
     def progress_state(self, handle: TaskHandle | None = None) -> dict[str, Any]:
         """The meta-step so far as plain tensors: the finished tasks' sums and, given its

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from metaleap.metalearners.base import MetaOptions, ThetaHandle, ThetaLearner
+from metaleap.metalearners.batched import BatchedTasks, QueryGradients
 
 
 class _FOMAMLHandle(ThetaHandle):
@@ -28,3 +29,6 @@ class FOMAML(ThetaLearner):
     Options = MetaOptions
     Handle = _FOMAMLHandle
     query_grad = True
+
+    def batched(self, count: int) -> BatchedTasks:
+        return QueryGradients(self, self.theta.names, self.mean, count)

@@ -27,6 +27,7 @@ from metaleap.metalearners.base import (
     make_meta_optimizer,
     running,
 )
+from metaleap.metalearners.batched import BatchedTasks, LeapPaths
 
 
 @dataclass
@@ -97,6 +98,9 @@ class LeapLearner(MetaLearner):
         with self.leap.task(model, optimizer) as core, \
                 running(_LeapHandle(self, model, optimizer, core)) as handle:
             yield handle
+
+    def batched(self, count: int) -> BatchedTasks:
+        return LeapPaths(self, self.leap, count)
 
     def _contribution(self) -> Contribution:
         return self.leap.contribution()

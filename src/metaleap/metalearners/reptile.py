@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from metaleap.metalearners.base import MetaOptions, ThetaHandle, ThetaLearner
+from metaleap.metalearners.batched import BatchedTasks, ReptileDeltas
 
 
 class _ReptileHandle(ThetaHandle):
@@ -27,3 +28,6 @@ class Reptile(ThetaLearner):
     name, label, color = "reptile", "Reptile", "tab:green"
     Options = MetaOptions
     Handle = _ReptileHandle
+
+    def batched(self, count: int) -> BatchedTasks:
+        return ReptileDeltas(self, self.theta.values(), self.theta.names, self.mean, count)

@@ -27,8 +27,15 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from metaleap import seeding, stats
-from metaleap.metalearners import METHODS, Context, SupervisedMetaStep, TaskStream
+from metaleap.metalearners import (
+    METHODS,
+    Context,
+    MetaLearner,
+    SupervisedMetaStep,
+    TaskStream,
+)
 from metaleap.models import BLOCK_ORDERS, make_convnet
+from metaleap.protocols import batched
 from metaleap.protocols.base import (
     ONE_PROCESS,
     ConfigError,
@@ -41,6 +48,7 @@ from metaleap.protocols.base import (
     resolve_preset,
 )
 from metaleap.protocols.evaluation import Curve, train_task
+from metaleap.stacked import stackable
 from metaleap.tasks import DataError, TaskSet, open_taskset
 from metaleap.tasks.augment import RandomAffine
 from metaleap.tasks.base import Task, batches
@@ -61,7 +69,8 @@ class TransferConfig(MethodConfig):
                                              "meta_steps")
 
     data: str = "glyphs"
-    """the alphabets: "glyphs" (rendered offline) or "omniglot:PATH" (the standard layout)"""
+    """the alphabets: "glyphs" (rendered offline, data version 1), "glyphs:v2" (version 2) or
+    "omniglot:PATH" (the standard layout)"""
     methods: list[str] = field(default_factory=lambda: ["leap", "reptile", "fomaml", "maml",
                                                         "finetune", "scratch"])
     """the methods to compare (see ``metaleap.metalearners.METHODS``)"""
@@ -110,6 +119,9 @@ class TransferConfig(MethodConfig):
     heldout_at: list[int] = field(default_factory=list)
     """also evaluate the held-out tasks after these meta-steps (a budget curve from one run;
     the end is always evaluated)"""
+    task_batching: str = "auto"
+    """train a meta-batch's tasks (Leap, Reptile, FOMAML) and the held-out tasks as one
+    computation: "on", "off", or "auto" (on for CUDA only); equal to "off" up to float rounding"""
     per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
     """sparse per-method settings: protocol fields above or the method's options"""
 
@@ -134,6 +146,9 @@ class TransferConfig(MethodConfig):
             raise ConfigError(f"block_order must be {' or '.join(BLOCK_ORDERS)}, "
                               f"got {self.block_order!r}")
         positive(self, "eval_lr")
+        if self.task_batching not in batched.MODES:
+            raise ConfigError(f"task_batching must be one of {', '.join(batched.MODES)}, got "
+                              f"{self.task_batching!r}")
         if sorted(set(self.heldout_at)) != self.heldout_at:
             raise ConfigError(f"heldout_at must increase strictly, got {self.heldout_at}")
         for method in self.methods:
@@ -241,11 +256,28 @@ class TransferStudy(StudyProtocol):
             cfg.data, size=cfg.image_size, ways=cfg.ways)
         self.splits = {seed: make_split(cfg, self.taskset, seed) for seed in cfg.seeds}
         self.augment = RandomAffine() if cfg.augment else None
+        #: Whether tasks train batched (``task_batching`` resolved for the device and model).
+        self.batched = batched.use_task_batching(cfg.task_batching, self.device)
+        if self.batched and not stackable(self.model_factory(cfg.seeds[0])()):
+            if cfg.task_batching == "on":
+                raise ConfigError("task_batching=on: the model has a layer that batched tasks "
+                                  "cannot stack (metaleap.stacked)")
+            self.batched = False
         self._tasks: dict[int, Task] = {}
         self._tasks_seed: int | None = None
         used = sorted({i for s in self.splits.values() for i in s.heldout + s.val + s.pretrain})
         for index in used:  # builds (and so checks) every task once, with the first seed
             self.task(index, cfg.seeds[0])
+
+    def batching_note(self) -> str | None:
+        """One line naming the methods that meta-train task by task although tasks are
+        batched (MAML, finetuning: no batched form; their evaluations are batched)."""
+        if not self.batched:
+            return None
+        alone = [m for m in self.cfg.methods
+                 if METHODS[m].meta_trains and METHODS[m].batched is MetaLearner.batched]
+        return (f"task batching is on; {', '.join(alone)} meta-train task by task (no batched "
+                "form), their held-out evaluations are batched") if alone else None
 
     def config_record(self) -> dict[str, Any]:
         return {"protocol": self.name, "config": self.cfg.to_dict(),
@@ -304,10 +336,18 @@ class TransferStudy(StudyProtocol):
         steps = self.cfg.eval_steps
         rows = torch.zeros(len(indices), 3 * steps + 3, dtype=torch.float64)
         mine = self.processes.share(range(len(indices)))
-        for j in tqdm(mine, desc=desc, unit="task", disable=not progress):
-            c = train_task(self.model_factory(seed), init, self.task(indices[j], seed), steps,
-                           self.cfg.eval_lr, self.cfg.batch_size,
-                           seeding.generator(seed, purpose, indices[j]), self.augment)
+        if self.batched:  # this process's tasks as one computation
+            done: Iterator[tuple[int, Curve]] = zip(mine, batched.train_tasks(
+                self.model_factory(seed), init, [self.task(indices[j], seed) for j in mine],
+                steps, self.cfg.eval_lr, self.cfg.batch_size,
+                [seeding.generator(seed, purpose, indices[j]) for j in mine], self.augment),
+                strict=True)
+        else:
+            done = ((j, train_task(self.model_factory(seed), init, self.task(indices[j], seed),
+                                   steps, self.cfg.eval_lr, self.cfg.batch_size,
+                                   seeding.generator(seed, purpose, indices[j]), self.augment))
+                    for j in tqdm(mine, desc=desc, unit="task", disable=not progress))
+        for j, c in done:
             rows[j] = torch.tensor([c.test_error, *c.train_error, *c.train_loss,
                                     *c.step_norms], dtype=torch.float64)
         rows = self.processes.all_sum(rows)
@@ -326,7 +366,10 @@ class TransferRun(MethodRun):
         model = study.model_factory(seed)()
         context = Context(num_tasks=len(self.split.pretrain), seed=seed, inner_lr=cfg.inner_lr)
         self.learner = METHODS[method](model, cfg.options(method), context)
-        self.step_fn = SupervisedMetaStep(self.learner, model, inner_lr=cfg.inner_lr)
+        self.step_fn: SupervisedMetaStep | batched.BatchedMetaStep = (
+            batched.BatchedMetaStep(self.learner, model, inner_lr=cfg.inner_lr)
+            if study.batched and batched.has_batched_form(self.learner, model)
+            else SupervisedMetaStep(self.learner, model, inner_lr=cfg.inner_lr))
         self.meta_steps, self.eval_every = cfg.meta_steps, cfg.eval_every
         self.checkpoint_every = cfg.checkpoint_every
         #: Held-out metrics after each meta-step of ``heldout_at`` reached so far.

@@ -9,17 +9,21 @@ __all__ = ["DataError", "Task", "TaskSet", "batches", "open_taskset"]
 
 
 def open_taskset(spec: str, size: int = 28, ways: int = 20) -> TaskSet:
-    """The alphabets named by ``spec``: ``"glyphs"`` or ``"omniglot:PATH"``.
+    """The alphabets named by ``spec``: ``"glyphs"`` (data version 1), ``"glyphs:v1"``,
+    ``"glyphs:v2"`` or ``"omniglot:PATH"``.
 
     Alphabets with fewer than ``max(ways, 20)`` characters are left out (SPEC §2.1).
     """
-    if spec == "glyphs":
-        from metaleap.tasks.glyphs import GlyphAlphabets
-
-        return GlyphAlphabets(size=size)
     kind, sep, path = spec.partition(":")
+    if kind == "glyphs":
+        if sep and not (path[:1] == "v" and path[1:].isdigit()):
+            raise DataError(f"unknown data {spec!r}: glyph data versions are 'glyphs:v1' and "
+                            "'glyphs:v2'")
+        from metaleap.tasks.glyphs import GlyphAlphabets, check_version
+
+        return GlyphAlphabets(size=size, version=check_version(int(path[1:]) if sep else 1))
     if kind == "omniglot" and sep and path:
         from metaleap.tasks.omniglot import OmniglotAlphabets
 
         return OmniglotAlphabets(path, size=size, min_characters=max(ways, 20))
-    raise DataError(f"unknown data {spec!r}: use 'glyphs' or 'omniglot:PATH'")
+    raise DataError(f"unknown data {spec!r}: use 'glyphs', 'glyphs:v2' or 'omniglot:PATH'")

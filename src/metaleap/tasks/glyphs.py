@@ -1,10 +1,20 @@
 """Glyph alphabets: the offline stand-in for Omniglot (SPEC §2.1, §3).
 
 Each alphabet is one writing system's main letters (chosen from Unicode data, see
-:mod:`metaleap.tasks.glyphs_render`), written by 20 "drawers": drawer ``j`` uses one of the fonts
-that cover the alphabet, reduced to centre lines and redrawn with its own pen, slant, tilt,
-proportions and wobble, plus per-image affine jitter and an elastic field. Images are cropped to
-the ink, centred with a margin and resized to ``size``² pixels (28 by default).
+:mod:`metaleap.tasks.glyphs_render`), written by 20 "drawers". Two data versions draw them:
+
+- **Version 1** (the default of every protocol; the committed studies used it): drawer ``j``
+  uses one of the fonts that cover the alphabet (``j`` modulo their number), reduced to centre
+  lines and redrawn with its own pen, slant, tilt, proportions and wobble, plus per-image
+  affine jitter and an elastic field (:mod:`metaleap.tasks.glyphs_render`).
+- **Version 2** (``version=2``, ``--data glyphs:v2``): the same alphabets and letters; each
+  letter has one skeleton (one font per alphabet, scikit-image's ``skeletonize``) and every
+  drawer is an independent writer with its own style per (alphabet, drawer): pen, pressure,
+  slant, tilt, proportions, a habitual deformation field, per-image smooth deformation and
+  tremor (:mod:`metaleap.tasks.glyphs_render_v2`).
+
+Images are cropped to the ink, centred with a margin and resized to ``size``² pixels (28 by
+default).
 
 The set is built once (under two minutes on two cores) and cached in
 ``$METALEAP_CACHE``, else ``$XDG_CACHE_HOME/metaleap``, else ``~/.cache/metaleap``, as
@@ -41,12 +51,16 @@ from tqdm import tqdm
 
 from metaleap.seeding import generator
 from metaleap.tasks import glyphs_render as render
+from metaleap.tasks import glyphs_render_v2 as render_v2
 from metaleap.tasks.base import Task
+from metaleap.tasks.errors import DataError
 
-__all__ = ["GlyphAlphabets", "available_alphabets", "build_glyphs", "cache_folder",
-           "list_alphabets", "preview_sheet"]
+__all__ = ["VERSIONS", "GlyphAlphabets", "available_alphabets", "build_glyphs", "cache_folder",
+           "check_version", "glyph_stats", "list_alphabets", "preview_sheet",
+           "separation_stats", "stats_table"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # version 1's format number, part of its cache key: never change it
+VERSIONS = (1, 2)
 T = TypeVar("T")
 DRAWERS = render.DRAWERS
 
@@ -62,9 +76,23 @@ def cache_folder(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(xdg) / "metaleap" if xdg else Path.home() / ".cache" / "metaleap"
 
 
+def check_version(version: object) -> int:
+    """``version`` if it is a glyph data version (1 or 2), else a :class:`DataError`."""
+    if version not in VERSIONS or isinstance(version, bool):
+        raise DataError(f"unknown glyph data version {version!r}: use "
+                        f"{' or '.join(map(str, VERSIONS))}")
+    return int(version)  # type: ignore[call-overload]
+
+
 def _options(size: int, seed: int, fonts: str, alphabets: Sequence[str] | None,
-             min_fonts: int | None) -> tuple[dict[str, object], list[tuple[Path, str, str]]]:
-    """Everything the dataset depends on (the cache key's content) and the font files."""
+             min_fonts: int | None, version: int = 1
+             ) -> tuple[dict[str, object], list[tuple[Path, str, str]]]:
+    """Everything the dataset depends on (the cache key's content) and the font files.
+
+    Version 1's content is frozen (its committed results name its key); version 2 adds the
+    version, its drawing code and the libraries it draws with.
+    """
+    version = check_version(version)
     if size < 8:
         raise ValueError(f"size must be at least 8 pixels, not {size}")
     files = [(p, source, render.sha256(p)) for p, source in render.font_files(fonts)]
@@ -82,12 +110,18 @@ def _options(size: int, seed: int, fonts: str, alphabets: Sequence[str] | None,
                      "torch": torch.__version__.split("+")[0],
                      "unicode": unicodedata.unidata_version},
     }
+    if version == 2:
+        options["version"] = 2
+        options["code"] = _code_hash(2)
+        options["software"] = {**options["software"], **render_v2.software()}  # type: ignore
     return options, files
 
 
-def _code_hash() -> str:
+def _code_hash(version: int = 1) -> str:
     """A hash of the code that chooses and draws the glyphs: edits to it rebuild the cache."""
-    return hashlib.sha256(Path(render.__file__).read_bytes()).hexdigest()[:16]
+    modules = [render] if version == 1 else [render, render_v2]
+    text = b"".join(Path(m.__file__).read_bytes() for m in modules)  # type: ignore[arg-type]
+    return hashlib.sha256(text).hexdigest()[:16]
 
 
 def _key(options: dict[str, object]) -> str:
@@ -152,8 +186,9 @@ def available_alphabets(fonts: str = "all", min_fonts: int | None = None,
 def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str] | None = None,
                  fonts: str = "all", alphabets: Sequence[str] | None = None,
                  min_fonts: int | None = None, workers: int | None = None,
-                 progress: bool = True) -> Path:
-    """Build the glyph alphabets unless cached; return the cache file's path.
+                 progress: bool = True, version: int = 1) -> Path:
+    """Build the glyph alphabets of data ``version`` (1 or 2) unless cached; return the cache
+    file's path.
 
     ``fonts``: ``"all"`` (matplotlib's and the Debian fonts) or ``"matplotlib"`` (its fonts
     only). ``alphabets``: Unicode script names to restrict to (e.g. ``["Greek", "Latin"]``).
@@ -161,25 +196,38 @@ def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str
     ``workers``: processes (default: the CPU count; 1 builds in this process). The output does
     not depend on ``workers``.
     """
-    options, files = _options(size, seed, fonts, alphabets, min_fonts)
+    options, files = _options(size, seed, fonts, alphabets, min_fonts, version)
     folder = cache_folder(cache_dir)
-    path = folder / f"glyphs-v{FORMAT_VERSION}-{_key(options)}.safetensors"
+    path = folder / f"glyphs-v{options['version']}-{_key(options)}.safetensors"
     if path.exists():
         return path
     with _pool(workers) as pool:
         infos, specs = _plan(files, options, pool, progress)
-        drawn = _run(pool, render.render_alphabet,
-                     [(s, [infos[i] for i in s.fonts], seed, size) for s in specs],
-                     "glyphs: drawing", progress)
+        if options["version"] == 1:
+            drawn = _run(pool, render.render_alphabet,
+                         [(s, [infos[i] for i in s.fonts], seed, size) for s in specs],
+                         "glyphs: drawing", progress)
+            drawing = [list(s.fonts) for s in specs]
+        else:  # one skeleton font per alphabet, chosen among the fonts that chose its letters
+            drawing = [[s.fonts[render_v2.skeleton_font([infos[i] for i in s.fonts], s.name)]]
+                       for s in specs]
+            drawn = _run(pool, render_v2.render_alphabet,
+                         [(s, infos[d[0]], seed, size) for s, d in zip(specs, drawing,
+                                                                         strict=True)],
+                         "glyphs v2: drawing", progress)
     used = sorted({i for s in specs for i in s.fonts})
     position = {i: k for k, i in enumerate(used)}
+    alphabet_list: list[dict[str, object]] = [
+        {"name": s.name, "script": s.script, "block": s.block, "characters": s.characters,
+         "fonts": [position[i] for i in d]} for s, d in zip(specs, drawing, strict=True)]
+    if options["version"] == 2:  # "fonts": the skeleton font; these chose the letters
+        for entry, s in zip(alphabet_list, specs, strict=True):
+            entry["letter_fonts"] = [position[i] for i in s.fonts]
     manifest = {
         **{k: v for k, v in options.items() if k != "font_files"}, "key": _key(options),
         "fonts_considered": len(infos),
         "font_list": [infos[i].to_dict() for i in used],
-        "alphabet_list": [{"name": s.name, "script": s.script, "block": s.block,
-                           "characters": s.characters,
-                           "fonts": [position[i] for i in s.fonts]} for s in specs],
+        "alphabet_list": alphabet_list,
     }
     labels = np.array([(a, c) for a, s in enumerate(specs) for c in range(len(s.characters))])
     tensors = {"images": torch.from_numpy(np.concatenate(drawn)),
@@ -217,9 +265,9 @@ class GlyphAlphabets:
     def __init__(self, size: int = 28, seed: int = 0,
                  cache_dir: str | os.PathLike[str] | None = None, fonts: str = "all",
                  alphabets: Sequence[str] | None = None, min_fonts: int | None = None,
-                 workers: int | None = None, progress: bool = True) -> None:
+                 workers: int | None = None, progress: bool = True, version: int = 1) -> None:
         self.path = build_glyphs(size, seed, cache_dir, fonts, alphabets, min_fonts, workers,
-                                 progress)
+                                 progress, version)
         with safe_open(self.path, framework="pt") as f:
             self.manifest: dict = json.loads(f.metadata()["manifest"])
             self._images = f.get_tensor("images")
@@ -227,6 +275,7 @@ class GlyphAlphabets:
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
         self.size = self.manifest["size"]
         self.seed = self.manifest["seed"]
+        self.version: int = self.manifest["version"]
 
     @property
     def names(self) -> list[str]:
@@ -238,11 +287,15 @@ class GlyphAlphabets:
 
     def identity(self) -> dict[str, object]:
         """The cache key, a SHA-256 of the font manifest (font paths reduced to file names, so
-        another install location of the same fonts is the same data) and the alphabet names."""
+        another install location of the same fonts is the same data) and the alphabet names;
+        from version 2 on, the data version (version 1's identity is as it always was, so its
+        run folders still resume; its file name says ``glyphs-v1``)."""
         fonts = [{**f, "path": Path(f["path"]).name} for f in self.manifest["font_list"]]
         text = json.dumps({**self.manifest, "font_list": fonts}, sort_keys=True,
                           ensure_ascii=False)
-        return {"kind": "glyphs", "key": self.manifest["key"], "file": self.path.name,
+        version = {"version": self.version} if self.version != 1 else {}
+        return {"kind": "glyphs", **version, "key": self.manifest["key"],
+                "file": self.path.name,
                 "manifest_sha256": hashlib.sha256(text.encode()).hexdigest(),
                 "size": self.size, "alphabets": self.names}
 
@@ -251,7 +304,8 @@ class GlyphAlphabets:
         return list(self.manifest["alphabet_list"][index]["characters"])
 
     def fonts(self, index: int) -> list[str]:
-        """The fonts of alphabet ``index``'s drawers (drawer ``j`` uses ``j % len``)."""
+        """The fonts that alphabet ``index`` is drawn from: version 1, its drawers' fonts
+        (drawer ``j`` uses ``j % len``); version 2, its one skeleton font."""
         return [self.manifest["font_list"][i]["name"]
                 for i in self.manifest["alphabet_list"][index]["fonts"]]
 
@@ -329,5 +383,62 @@ def list_alphabets(ds: GlyphAlphabets) -> str:
         lines.append(f"{name:<24} {len(ds.characters(i)):>5}  {block:<38} {shown}")
     total = sum(len(ds.characters(i)) for i in range(len(ds)))
     lines.append(f"{len(ds)} alphabets, {total} characters × {DRAWERS} drawers, "
-                 f"{ds.size}×{ds.size} px, seed {ds.seed}")
+                 f"{ds.size}×{ds.size} px, seed {ds.seed}, data version {ds.version}")
+    return "\n".join(lines)
+
+
+def separation_stats(images: torch.Tensor, ways: int = 20) -> dict[str, float]:
+    """How far apart one alphabet's characters are, from its images (characters, drawers, ...).
+
+    ``ways`` characters spread evenly over the alphabet (all if it has fewer) are compared, each
+    image flattened and scaled to [0, 1]:
+
+    - ``within``: mean L2 distance between two drawers of the same character;
+    - ``between``: mean L2 distance between images of two different characters;
+    - ``ratio``: within / between (lower: characters easier to tell apart);
+    - ``nn_accuracy``: leave-one-drawer-out 1-nearest-neighbour accuracy: each image is
+      classified as the character of its nearest image among the other drawers' images
+      (``ways``-way; ties go to the first in (character, drawer) order).
+    """
+    n, drawers = images.shape[:2]
+    picks = [int((k + 0.5) * n / ways) for k in range(ways)] if n > ways else list(range(n))
+    x = images[picks].reshape(len(picks) * drawers, -1).double()
+    x = x / 255.0 if images.dtype == torch.uint8 else x
+    sq = (x * x).sum(1)
+    dist = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_min(0).sqrt()
+    char = torch.arange(len(picks)).repeat_interleave(drawers)
+    drawer = torch.arange(drawers).repeat(len(picks))
+    same_char = char[:, None] == char[None, :]
+    same_drawer = drawer[:, None] == drawer[None, :]
+    within = dist[same_char & ~same_drawer].mean()
+    between = dist[~same_char].mean()
+    nearest = dist.masked_fill(same_drawer, float("inf")).argmin(1)
+    accuracy = (char[nearest] == char).double().mean()
+    return {"within": float(within), "between": float(between),
+            "ratio": float(within / between), "nn_accuracy": float(accuracy)}
+
+
+def glyph_stats(ds: GlyphAlphabets, ways: int = 20) -> list[dict[str, float]]:
+    """:func:`separation_stats` of every alphabet of ``ds``."""
+    return [separation_stats(ds.images(i), ways) for i in range(len(ds))]
+
+
+def stats_table(stats: dict[int, list[dict[str, float]]]) -> str:
+    """A printable table of :func:`glyph_stats` per data version: mean ± standard deviation
+    over alphabets of each statistic, and the range of the 1-NN accuracy."""
+    head = (f"{'version':<8} {'alphabets':>9}  {'within L2':>12}  {'between L2':>12}  "
+            f"{'within/between':>14}  {'1-NN accuracy (20-way)':>28}")
+    lines = [head]
+    for version, rows in stats.items():
+        values = {k: np.array([r[k] for r in rows]) for k in rows[0]}
+
+        def cell(k: str, width: int, values: dict[str, np.ndarray] = values) -> str:
+            return f"{values[k].mean():.3f} ± {values[k].std():.3f}".rjust(width)
+
+        acc = values["nn_accuracy"]
+        lines.append(f"{version:<8} {len(rows):>9}  {cell('within', 12)}  "
+                     f"{cell('between', 12)}  {cell('ratio', 14)}  {cell('nn_accuracy', 13)} "
+                     f"[{acc.min():.3f}, {acc.max():.3f}]")
+    lines.append("mean ± std over alphabets (range in brackets); L2 between images in [0, 1]; "
+                 "1-NN: each drawer's image against the other 19 drawers' images")
     return "\n".join(lines)
