@@ -44,11 +44,12 @@ step overhead 90 $PY benchmarks/overhead.py --device cuda --repeats 7
 step methods 100 $PY benchmarks/methods.py --device cuda --steps 50 --meta-batch 4 \
   --repeats 3 --no-memory
 
-# 4. Batched against sequential tasks (tasks/s): benchmarks/batched.py, written for the
-#    batched-tasks work of the same issue. Invoked here once that file exists.
+# 4. Batched against sequential tasks (tasks/s): benchmarks/batched.py, from the batched-tasks
+#    work of the same issue; invoked here when that file exists (its JSON joins the figures).
 run_batched() {
   if [ -f benchmarks/batched.py ]; then
-    step batched 120 $PY benchmarks/batched.py --device cuda
+    step batched 120 $PY benchmarks/batched.py --device cuda --repeats 3 \
+      --json "$LOGS/batched.json"
   else
     echo "== batched: benchmarks/batched.py does not exist yet"; STEPS+=("batched:absent:0")
   fi
@@ -68,6 +69,8 @@ import torch
 logs, dest, steps = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 read = lambda name: (logs / f"{name}.log").read_text() if (logs / f"{name}.log").is_file() else ""
 figures = {"overhead": {}, "methods": {}, "dry_run": {}}
+if (logs / "batched.json").is_file():
+    figures["batched"] = json.loads((logs / "batched.json").read_text())
 for kind, ms_plain, ms_leap, ratio in re.findall(
         r"^(\w+)\s+[\d.]+M params\s+plain\s+([\d.]+) ms\s+leap\s+([\d.]+) ms\s+median ratio "
         r"([\d.]+)", read("overhead"), re.M):

@@ -160,6 +160,7 @@ def _run(study: TransferStudy | rl.RLStudy | multicv.MultiCVStudy, out: Path,
     """Run ``study`` into the folder ``out``; rank 0 writes it and its report (returned)."""
     from metaleap.devices import describe
     from metaleap.protocols.trainer import run_study
+    from metaleap.protocols.transfer import TransferStudy
     from metaleap.report import write_report
     from metaleap.runs import RunDir, RunReader, check_run_folder
 
