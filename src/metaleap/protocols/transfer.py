@@ -90,9 +90,10 @@ class TransferConfig(MethodConfig):
     """held-out images per class, for the test error"""
     image_size: int = 28
     """image height and width in pixels (at least 16)"""
-    block_order: str = "bn-relu-pool"
-    """what follows each conv of the convnet: "bn-relu-pool" (BatchNorm, ReLU, max-pool) or
-    "pool-bn-relu" (max-pool, BatchNorm, ReLU: the authors' 2019 code)"""
+    block_order: str = "pool-bn-relu"
+    """what follows each conv of the convnet: "pool-bn-relu" (max-pool, BatchNorm, ReLU: the
+    authors' 2019 code, which produced the paper's numbers) or "bn-relu-pool" (BatchNorm, ReLU,
+    max-pool: metaleap 0.2 and every glyph study committed before the fidelity study)"""
     channels_last: bool = True
     """store the conv weights channels-last: faster on the CPU, float sums differ in their
     last bits; false gives the NCHW numbers of metaleap 0.2 bit for bit"""
@@ -170,12 +171,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's numbers: FOMAML's meta lr 0.5 and MAML's 5 inner steps (SPEC §2.1).
     "omniglot-paper": dict(seeds=list(range(10)), per_method={
         "fomaml": {"meta_lr": 0.5}, "maml": {"inner_steps": 5}}),
-    # `metaleap demo`: the budget study's N = 5, K = 20 runs of seed 0 up to 60 meta-steps
-    # (docs/results/budget; the same numbers with --threads 1), where Leap is clearly ahead of
-    # no pretraining and finetuning far ahead of Leap; about 5 minutes on 2 CPU cores.
+    # `metaleap demo`: the budget study's N = 5, K = 20 point of seed 0 at 60 meta-steps
+    # (docs/results/budget, which used block_order=bn-relu-pool), where Leap is clearly ahead
+    # of no pretraining and finetuning far ahead of Leap; a few minutes on 2 CPU cores.
     "demo": dict(methods=["leap", "finetune", "reptile", "scratch"], image_size=16,
                  num_pretrain=5, num_heldout=5, num_val=0, meta_batch=4, inner_steps=20,
                  meta_steps=60, checkpoint_every=5),
+    # The fidelity study (docs/results/scale): the paper's meta-batch, horizon and network on
+    # handwriting-like glyphs (data version 2) at 16 px, for a fifth of the paper's 1000
+    # meta-steps, with held-out evaluations on the way.
+    "scale": dict(data="glyphs:v2", image_size=16, methods=["leap", "finetune", "scratch"],
+                  seeds=[0, 1], num_pretrain=20, num_heldout=10, num_val=0, meta_batch=20,
+                  inner_steps=100, meta_steps=200, heldout_at=[12, 48, 100],
+                  checkpoint_every=2),
     # The committed glyph study (docs/results): what this 2-core machine allows in an hour.
     "glyphs-small": dict(seeds=[0, 1], num_heldout=5, num_val=2, meta_batch=4, inner_steps=20,
                          meta_steps=15, eval_steps=50, eval_every=5, checkpoint_every=5,
