@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import shutil
 import sys
@@ -334,16 +335,20 @@ def cmd_settings(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from metaleap.ablation import write_ablation_report
     from metaleap.budget import write_budget_report
     from metaleap.report import write_report, write_sweep_report
 
     path = Path(args.dir)
+    runs = [json.loads(p.read_text()) for p in sorted(path.glob("*/config.json"))]
     if (path / "config.json").is_file():
         report = write_report(path)
-    elif any(path.glob("n-*/config.json")) or not any(path.glob("*/config.json")):
+    elif any(path.glob("n-*/config.json")) or not runs:
         report = write_sweep_report(path)
-    else:
+    elif any(r.get("config", {}).get("heldout_at") for r in runs):
         report = write_budget_report(path)
+    else:  # runs without held-out evaluations on the way: the cells of an ablation grid
+        report = write_ablation_report(path)
     print(report.read_text())
 
 
