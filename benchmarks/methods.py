@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Iterator
 
+import record
 import torch
 
 from metaleap.metalearners import (
@@ -71,7 +72,7 @@ def learner(method: str, meta_batch: int) -> SupervisedMetaStep:
 
 
 def time_methods(methods: list[str], steps: dict[str, int], meta_batch: int,
-                 repeats: int) -> None:
+                 repeats: int) -> tuple[dict[str, list[float]], dict[str, dict[str, float]]]:
     learners = {m: learner(m, meta_batch) for m in methods}
     for step in learners.values():  # warm-up: first-call allocations and kernel selection
         step(tasks(99, meta_batch, 1))
@@ -89,12 +90,16 @@ def time_methods(methods: list[str], steps: dict[str, int], meta_batch: int,
     print(f"\nmeta-step time, batch {BATCH}, meta-batch {meta_batch}, {repeats} repeats, "
           f"{torch.get_num_threads()} thread(s)")
     print(f"{'method':10s} {'K':>5s} {'median s':>9s} {'ms/step':>8s} {'× leap':>8s}")
+    summary = {}
     for m in methods:
         ratio = statistics.median(s / base for s, base in zip(seconds[m], seconds["leap"],
                                                              strict=True))
         median = statistics.median(seconds[m])
         per_step = 1000 * median / (meta_batch * steps[m])
         print(f"{m:10s} {steps[m]:5d} {median:9.2f} {per_step:8.1f} {ratio:8.2f}")
+        summary[m] = {"steps": steps[m], "median_s": median, "ms_per_step": per_step,
+                      "ratio_to_leap": ratio}
+    return seconds, summary
 
 
 def sync() -> None:
@@ -125,10 +130,11 @@ def measure(method: str, steps: int) -> None:
     print(json.dumps({"before_kib": before, "peak_kib": status_kib("VmHWM")}))
 
 
-def memory_methods(methods: list[str], threads: int) -> None:
+def memory_methods(methods: list[str], threads: int) -> dict[str, dict[int, dict[str, int]]]:
     print(f"\npeak resident memory of one meta-step (1 task, batch {BATCH}), "
           "one process per row")
     print(f"{'method':10s} {'K':>5s} {'peak MiB':>9s} {'growth MiB':>11s}")
+    peaks: dict[str, dict[int, dict[str, int]]] = {}
     for m in methods:
         for k in MEMORY_STEPS.get(m, ()):
             out = subprocess.run([sys.executable, __file__, "--measure", m, str(k),
@@ -137,6 +143,8 @@ def memory_methods(methods: list[str], threads: int) -> None:
             r = json.loads(out.strip().splitlines()[-1])
             print(f"{m:10s} {k:5d} {r['peak_kib'] / 1024:9.0f} "
                   f"{(r['peak_kib'] - r['before_kib']) / 1024:11.0f}", flush=True)
+            peaks.setdefault(m, {})[k] = r
+    return peaks
 
 
 def main() -> None:
@@ -153,6 +161,7 @@ def main() -> None:
     parser.add_argument("--no-time", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--measure", nargs=2, metavar=("METHOD", "K"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="write the raw measurements and the summary here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     global DEVICE
@@ -161,12 +170,17 @@ def main() -> None:
         measure(args.measure[0], int(args.measure[1]))
         return
     methods = ["leap"] + [m for m in args.methods if m != "leap"]
+    raw: dict[str, object] = {}
+    summary: dict[str, object] = {}
     if not args.no_time:
         steps = {m: args.steps for m in methods}
         steps["maml"] = args.maml_time_steps or args.steps
-        time_methods(methods, steps, args.meta_batch, args.repeats)
+        raw["seconds"], summary["time"] = time_methods(methods, steps, args.meta_batch,
+                                                       args.repeats)
     if not args.no_memory:
-        memory_methods([m for m in methods if m in MEMORY_STEPS], args.threads)
+        summary["peak_kib"] = memory_methods([m for m in methods if m in MEMORY_STEPS],
+                                             args.threads)
+    record.write(args.json, raw, summary)
 
 
 if __name__ == "__main__":
