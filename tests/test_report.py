@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metaleap import budget, report, stats
+from metaleap import ablation, budget, report, stats
 from metaleap.protocols.transfer import summarize
 
 T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
@@ -163,7 +163,8 @@ def test_committed_reports_are_generated_from_the_committed_results():
 
 
 @pytest.mark.parametrize("folder,least", [(RESULTS, 20), (RESULTS / "budget", 20),
-                                          (RESULTS / "multicv", 5), (RESULTS / "rl", 2)])
+                                          (RESULTS / "multicv", 5), (RESULTS / "rl", 2),
+                                          (RESULTS / "ablation", 10)])
 def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path, least: int):
     """Each interval and budget in a write-up (README.md) is copied from its report.md."""
     write_up = (folder / "README.md").read_text()
@@ -256,3 +257,12 @@ def test_the_readme_results_table_is_the_committed_results():
     assert f"score AUC {report.Interval(**rl['difference']['score_auc']).format(100)}" in row
     assert (f"{ours / 1e6:.1f} million / {theirs / 1e6:,.0f} million meta-training environment "
             f"steps: {100 * ours / theirs:.2f} %") in row
+
+
+def test_committed_ablation_report_is_generated_from_the_committed_results(tmp_path: Path):
+    committed = RESULTS / "ablation"
+    for run in (p for p in committed.iterdir() if (p / "config.json").is_file()):
+        shutil.copytree(run, tmp_path / run.name)
+    ablation.write_ablation_report(tmp_path)
+    for name in ("report.md", "results.json"):
+        assert (tmp_path / name).read_text() == (committed / name).read_text(), name

@@ -311,9 +311,12 @@ def provenance_line(summary: dict[str, Any]) -> str:
     where = ", ".join(sorted({f"{s.get('device', '?')} ({s.get('device_name', '?')})"
                               for s in sessions}))
     versions = sessions[-1]
+    code = versions.get("code")
+    commit = (f" at commit {code['commit'][:12]}" + (" with uncommitted changes" if code["dirty"]
+                                                     else "") if code else "")
     return (f"Data: {kind} {ident} ({len(tasks)} tasks); "
-            f"metaleap {versions.get('metaleap', '?')}, torch {versions.get('torch', '?')}, "
-            f"on {where}.")
+            f"metaleap {versions.get('metaleap', '?')}{commit}, "
+            f"torch {versions.get('torch', '?')}, on {where}.")
 
 
 FIGURES = ("heldout_curves.png", "meta_training.png")
