@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import common
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
@@ -61,35 +62,22 @@ def make_tasks(count: int, size: int, device: torch.device) -> list[Task]:
     return out
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def peak_mib(fn: Callable[[], None], device: torch.device) -> float:
     """Peak memory of one call of ``fn`` (see the module doc)."""
     if device.type == "cuda":
-        sync(device)
+        common.sync(device)
         torch.cuda.reset_peak_memory_stats(device)
         fn()
-        sync(device)
+        common.sync(device)
         return torch.cuda.max_memory_allocated(device) / 2**20
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         pass
-    before = status_kib("VmRSS")
+    before = common.status_kib("VmRSS")
     fn()
-    return (status_kib("VmHWM") - before) / 1024
+    return (common.status_kib("VmHWM") - before) / 1024
 
 
 # ---------------------------------------------------------------- the variants
@@ -197,15 +185,15 @@ def compare(name: str, variants: dict[str, Callable[[int], None]], work: int, re
     """Time the variants interleaved (rotating order); ``work`` tasks (or task-steps) each."""
     for fn in variants.values():  # warm-up: allocations, kernel selection
         fn(-1)
-    sync(device)
+    common.sync(device)
     names = list(variants)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         for n in names[r % len(names):] + names[:r % len(names)]:
-            sync(device)
+            common.sync(device)
             start = time.perf_counter()
             variants[n](r)
-            sync(device)
+            common.sync(device)
             seconds[n].append(time.perf_counter() - start)
     base = seconds["sequential"]
     out: dict[str, Any] = {"work": work}

@@ -17,7 +17,7 @@ import platform
 import statistics
 import time
 
-import record
+import common
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,7 +116,7 @@ def main() -> None:
           f"[{min(train_ips):.0f} .. {max(train_ips):.0f}]")
     print(f"ratio data/train: {d / t:.1f}x (median of per-repeat ratios "
           f"{statistics.median(ratios):.1f}x)  -> {'OK' if d >= 10 * t else 'FAIL'} (need >= 10x)")
-    record.write(args.json, {"data_images_per_s": data_ips, "train_images_per_s": train_ips},
+    common.write(args.json, {"data_images_per_s": data_ips, "train_images_per_s": train_ips},
                  {"data_images_per_s": d, "train_images_per_s": t, "ratio": d / t,
                   "median_ratio": statistics.median(ratios)})
 

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-import record
+import common
 import torch
 
 from metaleap import distributed
@@ -134,7 +134,7 @@ def main() -> None:
               f"{100 * median('comm_share'):10.2f}% {100 * median('wait_share'):7.1f}% "
               f"{median('peak_mib'):9.0f}")
         summary[name] = {"speedup": speedup, **{k: median(k) for k in runs[name][0]}}
-    record.write(args.json, runs, summary)
+    common.write(args.json, runs, summary)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-import record
+import common
 import torch
 
 from metaleap.metalearners import (
@@ -81,10 +81,10 @@ def time_methods(methods: list[str], steps: dict[str, int], meta_batch: int,
         order = methods[r % len(methods):] + methods[:r % len(methods)]
         for m in order:
             data = tasks(r, meta_batch, steps[m])
-            sync()
+            common.sync(DEVICE)
             start = time.perf_counter()
             learners[m](data)
-            sync()
+            common.sync(DEVICE)
             seconds[m].append(time.perf_counter() - start)
             print(f"  repeat {r} {m:9s} K={steps[m]:4d} {seconds[m][-1]:8.2f} s", flush=True)
     print(f"\nmeta-step time, batch {BATCH}, meta-batch {meta_batch}, {repeats} repeats, "
@@ -102,20 +102,6 @@ def time_methods(methods: list[str], steps: dict[str, int], meta_batch: int,
     return seconds, summary
 
 
-def sync() -> None:
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize(DEVICE)
-
-
-def status_kib(field: str) -> int:
-    """A ``VmRSS``/``VmHWM``-style field of ``/proc/self/status``, in KiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def measure(method: str, steps: int) -> None:
     """Child process: resident KiB before, and peak during, one meta-step at K (after K = 1)."""
     step = learner(method, 1)
@@ -125,9 +111,9 @@ def measure(method: str, steps: int) -> None:
             f.write("5")  # reset VmHWM to the current resident size
     except OSError:
         pass
-    before = status_kib("VmRSS")
+    before = common.status_kib("VmRSS")
     step(tasks(1, 1, steps))
-    print(json.dumps({"before_kib": before, "peak_kib": status_kib("VmHWM")}))
+    print(json.dumps({"before_kib": before, "peak_kib": common.status_kib("VmHWM")}))
 
 
 def memory_methods(methods: list[str], threads: int) -> dict[str, dict[int, dict[str, int]]]:
@@ -180,7 +166,7 @@ def main() -> None:
     if not args.no_memory:
         summary["peak_kib"] = memory_methods([m for m in methods if m in MEMORY_STEPS],
                                              args.threads)
-    record.write(args.json, raw, summary)
+    common.write(args.json, raw, summary)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import sys
 import time
 from contextlib import nullcontext
 
-import record
+import common
 import torch
 
 from metaleap import seeding
@@ -130,7 +130,7 @@ def main() -> None:
                               args.memory_updates], capture_output=True, text=True, check=True)
         peak_mib[kind] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  {kind:5s}: " + ", ".join(f"{p:.1f}" for p in peak_mib[kind]))
-    record.write(args.json, {"plain_seconds": plain, "leap_seconds": leap, "env_steps": steps},
+    common.write(args.json, {"plain_seconds": plain, "leap_seconds": leap, "env_steps": steps},
                  {"plain_steps_per_s": steps / statistics.median(plain),
                   "leap_steps_per_s": steps / statistics.median(leap),
                   "median_ratio": statistics.median(ratios), "min_ratio": min(ratios),

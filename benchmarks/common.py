@@ -1,4 +1,4 @@
-"""The raw output of a benchmark run, written as JSON beside the figures it backs.
+"""What every benchmark shares: its raw output as JSON, the device sync, the memory reading.
 
 Every benchmark takes ``--json PATH``; the file holds the command, the machine, the code it
 ran, every per-repeat measurement and the summary the script printed, so each figure quoted
@@ -33,3 +33,18 @@ def write(path: str | None, raw: dict[str, Any], summary: dict[str, Any]) -> Non
         "code": code_revision(), "raw": raw, "summary": summary}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(record, indent=1) + "\n")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (timings on CUDA must include it)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def status_kib(field: str) -> int:
+    """A ``VmRSS``/``VmHWM``-style field of ``/proc/self/status``, in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
