@@ -77,6 +77,10 @@ def test_presets_and_overrides_resolve():
     assert paper.options("fomaml").meta_lr == 0.5
     leap = paper.options("leap")
     assert (leap.metric, leap.loss_term, leap.stabilizer) == ("length", True, True)
+    scale = resolve_config("scale")  # the fidelity study: the paper's meta-batch and horizon
+    assert (scale.data, scale.image_size, scale.num_pretrain, scale.meta_batch, scale.inner_steps,
+            scale.meta_steps, scale.heldout_at, scale.block_order) == (
+        "glyphs:v2", 16, 20, 20, 100, 200, [12, 48, 100], "pool-bn-relu")
     cfg = resolve_config("tiny", ["seeds=3,4", "augment=false", "reptile.meta_lr=0.3",
                                   "meta_steps=7", "leap.metric=energy", "leap.inner_steps=9"])
     assert cfg.seeds == [3, 4] and cfg.augment is False and cfg.meta_steps == 7
