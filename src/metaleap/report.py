@@ -82,18 +82,23 @@ def interval_note(pairs: str, *units: str) -> str:
     """The one sentence every report gives on what its intervals cover: the first interval of
     a cell is over ``pairs``; each unit (e.g. "seeds") marks one over that unit's means."""
     marked = " or ".join(f'"{u}"' for u in units)
+    other = (f"; one marked {marked} is over that unit's means (df = units − 1), covers both, "
+             "and is wide with few units. Verdicts read the first" if units else
+             " (one meta-training run per method: nothing here covers the variation between "
+             "runs)")
     return (f"Intervals: {100 * LEVEL:.0f} % Student-t. The first in a cell is over the "
             f"{pairs} pairs and covers the variation between held-out tasks for these "
-            "meta-training runs, not between meta-training runs; one marked "
-            f"{marked} is over that unit's means (df = units − 1), covers both, and is wide "
-            "with few units. Verdicts read the first; an interval that spans 0 shows no "
-            "difference, never equality.")
+            f"meta-training runs, not between meta-training runs{other}; an interval that "
+            "spans 0 shows no difference, never equality.")
 
 
-NOTE = (
-    interval_note("(seed, held-out task)", "seeds") + " Differences are paired: the same "
-    "seed's same task trained from both initializations. Meta-training SGD steps, per method "
-    "and seed: meta-steps × tasks per meta-step × inner steps.")
+def note(summary: dict[str, Any]) -> str:
+    """The transfer tables' note: what the intervals cover (seed-level ones with 2+ seeds),
+    the pairing and the budget column."""
+    seeds = ("seeds",) if len(summary["config"]["seeds"]) > 1 else ()
+    return (interval_note("(seed, held-out task)", *seeds) + " Differences are paired: the "
+            "same seed's same task trained from both initializations. Meta-training SGD "
+            "steps, per method and seed: meta-steps × tasks per meta-step × inner steps.")
 
 PATH_NOTE = (
     "Path length: Σ_i ‖(θ^{i+1} − θ^i, f^{i+1} − f^i)‖ of the held-out training, the quantity "
@@ -338,8 +343,9 @@ def transfer_lines(summary: dict[str, Any], figures: list[str]) -> list[str]:
     return [f"# Transfer study: {cfg['data']}, N = {cfg['num_pretrain']} pretraining tasks", "",
             f"Held-out tasks trained for {cfg['eval_steps']} steps from each method's "
             f"initialization ({cfg['ways']}-way, seeds {cfg['seeds']}). Lower is better.", "",
-            *tables(summary), NOTE + (" " + PATH_NOTE if "path_length" in metrics_of(summary)
-                                      else ""), "", provenance_line(summary), "",
+            *tables(summary),
+            note(summary) + (" " + PATH_NOTE if "path_length" in metrics_of(summary) else ""),
+            "", provenance_line(summary), "",
             *[f"![{f}]({f})" for f in figures], *(["", text] if (text := reading(summary)) else [])]
 
 
@@ -431,7 +437,8 @@ def across_n(summaries: dict[int, dict[str, Any]]) -> list[str]:
 def sweep_lines(summaries: dict[int, dict[str, Any]]) -> list[str]:
     """The sweep's report: the figure, the changes across N, then each N's tables."""
     lines = ["# Sweep over the number of pretraining tasks", "",
-             "Each N is one run (`n-N/`, with its own report.md). " + NOTE, "",
+             "Each N is one run (`n-N/`, with its own report.md). "
+             + note(next(iter(summaries.values()))), "",
              "![AUC and test error against N](auc_vs_n.png)", ""]
     if len(summaries) > 1:
         lines += ["## Across N", "", "Each method's value at the larger N minus its value at "
