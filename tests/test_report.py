@@ -164,7 +164,7 @@ def test_committed_reports_are_generated_from_the_committed_results():
 
 @pytest.mark.parametrize("folder,least", [(RESULTS, 20), (RESULTS / "budget", 20),
                                           (RESULTS / "multicv", 5), (RESULTS / "rl", 2),
-                                          (RESULTS / "ablation", 10)])
+                                          (RESULTS / "ablation", 10), (RESULTS / "scale", 10)])
 def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path, least: int):
     """Each interval and budget in a write-up (README.md) is copied from its report.md."""
     write_up = (folder / "README.md").read_text()
@@ -175,10 +175,12 @@ def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Pat
     assert [q for q in quoted if q not in tables] == []
 
 
-def test_committed_budget_report_is_generated_from_the_committed_results(tmp_path: Path):
-    """docs/results/budget: report.md and results.json are what `metaleap report` writes from
-    the committed run folders (config.json and results.json of each)."""
-    committed = RESULTS / "budget"
+@pytest.mark.parametrize("study", ["budget", "scale"])
+def test_committed_budget_report_is_generated_from_the_committed_results(tmp_path: Path,
+                                                                         study: str):
+    """docs/results/budget and scale: report.md and results.json are what `metaleap report`
+    writes from the committed run folders (config.json and results.json of each)."""
+    committed = RESULTS / study
     for run in (p for p in committed.iterdir() if (p / "config.json").is_file()):
         (tmp_path / run.name).mkdir()
         for name in ("config.json", "results.json"):
@@ -263,6 +265,15 @@ def test_the_readme_results_table_is_the_committed_results():
     cfg = v2.summary["config"]
     steps = cfg["meta_steps"] * cfg["meta_batch"] * cfg["inner_steps"]
     assert f"{steps} / {paper:,} inner SGD steps per run: {100 * steps / paper:.2f} %" in row
+
+    found = budget.comparisons(budget.collect(RESULTS / "scale"))
+    ft = next(c for c in found if c.other.method == "finetune")
+    first, last = ft.steps[0], ft.steps[-1]
+    row = rows["docs/results/scale/"]
+    assert (f"{ft.at(last, 'error_auc').format(100)} after {last} meta-steps, from "
+            f"{ft.at(first, 'error_auc').format(100)} after {first}") in row
+    most = ft.leap.consumed(last)
+    assert f"{most} / {paper:,} inner SGD steps per run: {100 * most / paper:.0f} %" in row
 
     rl = json.loads((RESULTS / "rl" / "results.json").read_text())
     cfg = rl["config"]
