@@ -244,8 +244,8 @@ def plot_budget(series: list[Series], path: Path) -> None:
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_legend_handles_labels()[0]}
     fig.legend(handles.values(), handles.keys(), loc="lower center", fontsize=8,
                ncol=min(4, len(handles)), frameon=False)
-    fig.suptitle("Held-out tasks against the meta-training budget (mean; bands: "
-                 f"{100 * LEVEL:.0f} % intervals over the (seed, task) pairs)")
+    fig.suptitle("Held-out tasks against the meta-training budget\n(mean; bands: "
+                 f"{100 * LEVEL:.0f} % intervals over the (seed, task) pairs)", fontsize=10)
     fig.tight_layout(rect=(0, 0.035 * (1 + (len(handles) - 1) // 4), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
