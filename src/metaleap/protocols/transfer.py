@@ -173,7 +173,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "fomaml": {"meta_lr": 0.5}, "maml": {"inner_steps": 5}}),
     # `metaleap demo`: the budget study's N = 5, K = 20 point of seed 0 at 60 meta-steps
     # (docs/results/budget, which used block_order=bn-relu-pool), where Leap is clearly ahead
-    # of no pretraining and finetuning far ahead of Leap; a few minutes on 2 CPU cores.
+    # of no pretraining and finetuning far ahead of Leap; about a minute on 2 CPU cores.
     "demo": dict(methods=["leap", "finetune", "reptile", "scratch"], image_size=16,
                  num_pretrain=5, num_heldout=5, num_val=0, meta_batch=4, inner_steps=20,
                  meta_steps=60, checkpoint_every=5),
