@@ -386,7 +386,7 @@ def parser() -> argparse.ArgumentParser:
     _study_arguments(demo, "demo", "runs/demo")
     demo.set_defaults(func=cmd_demo)
 
-    transfer = sub.add_parser("transfer", help="one transfer study (SPEC §2.1)")
+    transfer = sub.add_parser("transfer", help="one transfer study (docs/experiments.md)")
     _study_arguments(transfer, "omniglot-paper", "runs/transfer")
     _dry_run_argument(transfer)
     transfer.set_defaults(func=cmd_transfer)
@@ -397,7 +397,7 @@ def parser() -> argparse.ArgumentParser:
                                                       f"(default {PAPER_NS})")
     sweep.set_defaults(func=cmd_sweep)
 
-    rl_cmd = sub.add_parser("rl", help="Leap across games with an actor-critic (SPEC §2.3)")
+    rl_cmd = sub.add_parser("rl", help="Leap across games with an actor-critic (docs/rl.md)")
     rl_cmd.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET),
                         help="minatar (default; preset minatar) or atari (preset atari-quick)")
     rl_cmd.add_argument("--preset", choices=Presets("rl"), metavar="NAME",
@@ -410,7 +410,7 @@ def parser() -> argparse.ArgumentParser:
     _dry_run_argument(rl_cmd)
     rl_cmd.set_defaults(func=cmd_rl)
 
-    mcv = sub.add_parser("multicv", help="leave one data set out (SPEC §2.2)")
+    mcv = sub.add_parser("multicv", help="leave one data set out (docs/multicv.md)")
     mcv.add_argument("--holdout", metavar="NAME|all",
                      help="the held-out data set(s), comma-separated, or all (default: the "
                           "preset's; multicv-small: all)")

@@ -1,5 +1,5 @@
-"""The networks of the protocols: the Omniglot convnet (SPEC §2.1), its multi-headed variant,
-and the actor-critic of the reinforcement-learning protocol (SPEC §2.3).
+"""The networks of the protocols: the Omniglot convnet (docs/experiments.md), its
+multi-headed variant, and the actor-critic of the reinforcement-learning protocol (docs/rl.md).
 
 Every weight is drawn from an explicit ``torch.Generator``; layers are built on the ``meta``
 device first, so constructing a model never touches the global RNG.
@@ -133,12 +133,13 @@ def make_convnet(num_classes: int = 20, seed: int = 0, *, in_channels: int = 1,
 
 
 class MultiHeadNet(nn.Module):
-    """A shared encoder with one linear head per task (multi-headed finetuning, SPEC §2.1).
+    """A shared encoder with one linear head per task (multi-headed finetuning,
+    docs/experiments.md).
 
     ``model`` supplies the encoder (the same module object, not a copy) and, through its
     ``head`` (an ``nn.Linear``), the head shape. The ``num_heads`` heads are drawn from
     ``generator``; ``widths`` gives each head its own number of outputs (tasks with different
-    numbers of classes, SPEC §2.2), else every head is as wide as ``model.head``.
+    numbers of classes, docs/multicv.md), else every head is as wide as ``model.head``.
     ``forward(x, head)`` runs the encoder and head number ``head``.
     """
 
@@ -169,7 +170,7 @@ class MultiHeadNet(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """A convolutional encoder with linear policy and value heads (SPEC §2.3).
+    """A convolutional encoder with linear policy and value heads (docs/rl.md).
 
     ``kind`` picks the encoder: ``"minatar"`` is the MinAtar network (a 16-channel 3×3
     convolution over the 10×10×10 grid, then 128 units); ``"atari"`` the 2013 DQN network

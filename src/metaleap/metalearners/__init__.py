@@ -1,4 +1,4 @@
-"""The methods that give new tasks their initialization, behind one interface (SPEC §2.1).
+"""The methods that give new tasks their initialization, behind one interface (docs/experiments.md).
 
 ``METHODS`` maps a method's name to its class; each class carries its ``label``, ``color``
 and ``Options`` dataclass (one field per setting, each with a docstring).

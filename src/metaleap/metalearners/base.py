@@ -394,7 +394,8 @@ class MetaOptions:
     """Settings of a method that steps θ⁰ with a meta-optimizer."""
 
     meta_lr: float = 0.1
-    """learning rate of the meta-optimizer (SPEC §2.1: 0.1; the paper's FOMAML used 0.5)"""
+    """learning rate of the meta-optimizer (0.1 in docs/experiments.md; the paper's FOMAML
+    used 0.5)"""
     meta_optimizer: str = "sgd"
     """the meta-optimizer over θ⁰: "sgd" (the paper's Omniglot choice) or "adam" (Multi-CV)"""
 

@@ -1,4 +1,5 @@
-"""Multi-headed finetuning (SPEC §2.1 baseline): pretrain one network on the pooled tasks.
+"""Multi-headed finetuning (a baseline of docs/experiments.md): pretrain one network on the
+pooled tasks.
 
 The pretraining tasks share one encoder and each has its own linear head (task ``index`` →
 head ``index``). The tasks of a meta-batch train that one network with ordinary SGD, their

@@ -2,7 +2,7 @@
 
 Each task adapts θ⁰ → θ^K with the caller's optimizer; its meta-gradient is ∇f(θ^K) of the
 query loss passed to ``finish`` (it must carry its graph), the Jacobian ∂θ^K/∂θ⁰ taken as the
-identity. The meta-batch mean is stepped by the meta-optimizer (SPEC §2.1).
+identity. The meta-batch mean is stepped by the meta-optimizer (docs/experiments.md).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Each task starts from θ⁰ and trains with the caller's optimizer; Leap reads θ^i, ∇f(θ^i) and
 f(θ^i) from the optimizer's pre-step hook (after clipping or unscaling), and ``finish`` closes
-the K-th segment with f(θ^K), for instance one more forward pass on the next batch. SPEC §2.1
-defaults: length metric, loss term and stabilizer.
+the K-th segment with f(θ^K), for instance one more forward pass on the next batch. The
+defaults (docs/experiments.md): length metric, loss term and stabilizer.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from metaleap.metalearners.batched import BatchedTasks, LeapPaths
 
 @dataclass
 class LeapOptions(MetaOptions):
-    """Leap's settings (SPEC §1); the meta-optimizer's as :class:`MetaOptions`."""
+    """Leap's settings (docs/leap.md); the meta-optimizer's as :class:`MetaOptions`."""
 
     metric: str = "length"
     """"length" (p = 1, the paper's choice) or "energy" (p = 2) of the learning path"""

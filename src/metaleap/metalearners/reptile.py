@@ -1,8 +1,8 @@
 """Reptile (Nichol, Achiam & Schulman, 2018): move θ⁰ towards the tasks' final iterates.
 
-Meta-gradient: the mean over the meta-batch of θ⁰ − θ^K (SPEC §2.1), stepped by the
+Meta-gradient: the mean over the meta-batch of θ⁰ − θ^K (docs/experiments.md), stepped by the
 meta-optimizer; with SGD, θ⁰ ← θ⁰ − meta_lr · mean(θ⁰ − θ^K). It equals Leap's meta-gradient
-with the energy metric and neither loss term nor stabilizer (SPEC §1). The final loss only
+with the energy metric and neither loss term nor stabilizer (docs/leap.md). The final loss only
 gives the ``loss_final`` metric.
 """
 

@@ -1,4 +1,5 @@
-"""No pretraining (SPEC §2.1 baseline): every new task starts from one fixed random init."""
+"""No pretraining (a baseline of docs/experiments.md): every new task starts from one fixed
+random init."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Baselines that learn their tasks one after another in one network, not an initialization.
 
-The paper's Multi-CV comparison (§4.2, SPEC §2.2) includes two continual-learning methods:
+The paper's Multi-CV comparison (§4.2; docs/multicv.md) includes two continual-learning methods:
 Progressive Nets (:mod:`metaleap.metalearners.progressive`) and HAT
 (:mod:`metaleap.metalearners.hat`). Neither hands a new task a θ⁰ to start from: each grows
 or gates one network across tasks and trains the new task inside it. So they do not fit

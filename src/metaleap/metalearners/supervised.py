@@ -1,4 +1,4 @@
-"""The classic supervised meta-step (SPEC §2.1), built on the per-task interface.
+"""The classic supervised meta-step (docs/experiments.md), built on the per-task interface.
 
 Each task of a meta-batch starts from θ⁰ (its per-task parameters, such as a fresh head,
 reset to their starting values), trains K plain-SGD steps on its batches, and closes with the

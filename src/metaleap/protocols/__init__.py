@@ -1,3 +1,3 @@
 """The experiments: ``base`` (configs, runs, processes), ``trainer`` (the generic
-meta-trainer every protocol uses), ``transfer`` (the Omniglot protocol, SPEC §2.1) and
+meta-trainer every protocol uses), ``transfer`` (the Omniglot protocol, docs/experiments.md) and
 ``evaluation`` (training a task from an initialization and scoring it)."""

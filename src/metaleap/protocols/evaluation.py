@@ -1,4 +1,4 @@
-"""Training a task from an initialization and scoring how it learned (SPEC §2.1).
+"""Training a task from an initialization and scoring how it learned (docs/experiments.md).
 
 Every method is judged by the same procedure: load its initialization into a fresh model,
 train the task for K SGD steps, and record the training error and loss at every step, the
@@ -38,7 +38,7 @@ class Curve:
 
     @property
     def path_length(self) -> float:
-        """Length of the learning path γ = (θ, f(θ)) that Leap shortens (SPEC §1, p = 1):
+        """Length of the learning path γ = (θ, f(θ)) that Leap shortens (docs/leap.md, p = 1):
         Σ_i ‖(θ^{i+1} − θ^i, f^{i+1} − f^i)‖₂, with f^i the loss of the batch at θ^i."""
         if len(self.step_norms) != len(self.train_loss) - 1:
             raise ValueError(f"{len(self.step_norms)} steps for {len(self.train_loss)} points")
@@ -48,7 +48,7 @@ class Curve:
 
 
 def auc(curve: list[float]) -> float:
-    """Trapezoid area under a per-step curve divided by its number of steps (SPEC §2.1).
+    """Trapezoid area under a per-step curve divided by its number of steps (docs/experiments.md).
 
     For an error curve this lies in [0, 1]; lower means the task was learned faster.
     """
@@ -71,7 +71,7 @@ def error_rate(model: Callable[[Tensor], Tensor], x: Tensor, y: Tensor, chunk: i
 def train_task(make_model: Callable[[], nn.Module], init: dict[str, Tensor], task: Task,
                steps: int, lr: float, batch_size: int, generator: torch.Generator,
                augment: Augment | None) -> Curve:
-    """Train ``task`` for ``steps`` SGD steps from ``init``; record the curve (SPEC §2.1).
+    """Train ``task`` for ``steps`` SGD steps from ``init``; record the curve (docs/experiments.md).
 
     Point i < K is the error and loss of the batch that step i trains on, at θ^i (before the
     step); point K is one more batch from the same stream, at θ^K. Step i moves θ by

@@ -1,4 +1,4 @@
-"""The Multi-CV protocol (paper §4.2 and appendix G, SPEC §2.2): leave one data set out.
+"""The Multi-CV protocol (paper §4.2 and appendix G; docs/multicv.md): leave one data set out.
 
 Each data set of :mod:`metaleap.tasks.multicv` is one task, with its own number of classes
 and its own train / validation / test split. For every held-out data set and seed, each
@@ -73,13 +73,13 @@ SCHEMA_VERSION = 1
 METRICS = ("test_error", "train_error", "error_auc")
 REFERENCE = "leap"
 MULTICV_METHODS = ("leap", "reptile", "fomaml", "finetune", "scratch", "progressive", "hat")
-#: Leap's Multi-CV settings (SPEC §2.2); Reptile and FOMAML get the same meta-optimizer.
+#: Leap's Multi-CV settings (docs/multicv.md); Reptile and FOMAML get the same meta-optimizer.
 META_ADAM = {"meta_optimizer": "adam", "meta_lr": 0.01}
 
 
 @dataclass
 class MultiCVConfig(MethodConfig):
-    """Every number of the Multi-CV protocol (SPEC §2.2); one source of truth per run."""
+    """Every number of the Multi-CV protocol (docs/multicv.md); one source of truth per run."""
 
     PER_METHOD: ClassVar[tuple[str, ...]] = ("inner_lr", "meta_steps", "meta_patience")
 
@@ -196,7 +196,7 @@ class MultiCVConfig(MethodConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's budget where SPEC §2.2 gives it (energy metric, Adam 0.01, the meta-batch
+    # The paper's budget where docs/multicv.md gives it (energy metric, Adam 0.01, the meta-batch
     # all pretraining sets, patience 10 inner and meta); the epochs, validation interval and
     # meta-step cap are ours (appendix G is not available offline).
     "multicv-paper": dict(seeds=list(range(10))),
@@ -295,7 +295,7 @@ def batches_per_epoch(task: Task, batch_size: int) -> int:
 
 
 class InnerTraining:
-    """One task trained by SGD with cosine annealing and early stopping (SPEC §2.2).
+    """One task trained by SGD with cosine annealing and early stopping (docs/multicv.md).
 
     At most ``max_epochs`` epochs of the task's training split, in shuffled batches from
     ``generator``; ``CosineAnnealingLR`` takes the learning rate from its initial value to 0

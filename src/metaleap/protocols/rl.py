@@ -1,4 +1,4 @@
-"""Leap across games with an actor-critic (SPEC §2.3, the paper's Atari experiment).
+"""Leap across games with an actor-critic (the paper's Atari experiment; docs/rl.md).
 
 Each game is a task whose learning process is an advantage actor-critic (A2C) run of
 millions of environment steps. Leap meta-learns the encoder: every game of a meta-batch
@@ -52,7 +52,7 @@ RL_METHODS = ("leap", "scratch")
 
 @dataclass
 class RLConfig(MethodConfig):
-    """Every number of the reinforcement-learning protocol (SPEC §2.3)."""
+    """Every number of the reinforcement-learning protocol (docs/rl.md)."""
 
     PER_METHOD: ClassVar[tuple[str, ...]] = ("meta_steps", "meta_batch")
 
@@ -165,7 +165,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # `metaleap rl` in minutes: one meta-step pass over every game, short evaluations.
     "minatar-quick": dict(seeds=[0], meta_steps=2, train_steps=10_000, eval_steps=30_000,
                           segment_steps=30_000, random_steps=5_000, window=50),
-    # The paper's budget (SPEC §2.3): 16 games of ≤ 10 actions per meta-step, 5M steps each,
+    # The paper's budget (docs/rl.md): 16 games of ≤ 10 actions per meta-step, 5M steps each,
     # 100 meta-steps, Breakout and SpaceInvaders held out, 10 seeds.
     "atari-paper": dict(
         env="atari", seeds=list(range(10)), heldout=["breakout", "space_invaders"],

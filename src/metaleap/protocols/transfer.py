@@ -1,4 +1,4 @@
-"""The transfer study of the paper's first experiment (SPEC §2.1), for every method.
+"""The transfer study of the paper's first experiment (docs/experiments.md), for every method.
 
 Each alphabet is a ``ways``-way task. Per seed, ``num_heldout`` alphabets are held out for the
 final evaluation (fixed by the seed alone, whatever the number N of pretraining tasks), a few
@@ -63,7 +63,7 @@ MIN_IMAGE_SIZE = 16
 
 @dataclass
 class TransferConfig(MethodConfig):
-    """Every number of the transfer protocol (SPEC §2.1); one source of truth per run."""
+    """Every number of the transfer protocol (docs/experiments.md); one source of truth per run."""
 
     PER_METHOD: ClassVar[tuple[str, ...]] = ("inner_steps", "inner_lr", "meta_batch",
                                              "meta_steps")
@@ -168,7 +168,7 @@ class TransferConfig(MethodConfig):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's numbers: FOMAML's meta lr 0.5 and MAML's 5 inner steps (SPEC §2.1).
+    # The paper's numbers: FOMAML's meta lr 0.5 and MAML's 5 inner steps (docs/experiments.md).
     "omniglot-paper": dict(seeds=list(range(10)), per_method={
         "fomaml": {"meta_lr": 0.5}, "maml": {"inner_steps": 5}}),
     # `metaleap demo`: the budget study's N = 5, K = 20 point of seed 0 at 60 meta-steps

@@ -12,7 +12,7 @@ def open_taskset(spec: str, size: int = 28, ways: int = 20) -> TaskSet:
     """The alphabets named by ``spec``: ``"glyphs"`` (data version 1), ``"glyphs:v1"``,
     ``"glyphs:v2"`` or ``"omniglot:PATH"``.
 
-    Alphabets with fewer than ``max(ways, 20)`` characters are left out (SPEC §2.1).
+    Alphabets with fewer than ``max(ways, 20)`` characters are left out (docs/experiments.md).
     """
     kind, sep, path = spec.partition(":")
     if kind == "glyphs":

@@ -1,4 +1,4 @@
-"""Batched random affine augmentation (SPEC §2.1): rotation, translation and scale.
+"""Batched random affine augmentation (docs/experiments.md): rotation, translation and scale.
 
 One ``affine_grid``/``grid_sample`` call transforms the whole batch, each image with its own
 transform; every random number comes from the ``torch.Generator`` passed in, so the same
@@ -47,7 +47,8 @@ def apply_affine(x: Tensor, theta: Tensor, fill: float = 0.0, mode: str = "bilin
 
 
 class RandomAffine:
-    """Random rotation, translation and scale, each image its own draw (SPEC §2.1 defaults).
+    """Random rotation, translation and scale, each image its own draw (defaults:
+    docs/experiments.md).
 
     ``rotation``: range of angles in degrees; ``translate``: maximum shift as a fraction of the
     image size (a number for both axes or ``(max_dx, max_dy)``); ``scale``: range of zoom

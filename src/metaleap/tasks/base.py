@@ -20,7 +20,8 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Task:
-    """One classification task (SPEC §2.1: 20 classes, 15 train / 5 test images per class)."""
+    """One classification task (20 classes, 15 train / 5 test images per class:
+    docs/experiments.md)."""
 
     name: str
     num_classes: int

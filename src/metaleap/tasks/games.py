@@ -1,4 +1,4 @@
-"""Games for the reinforcement-learning protocol (SPEC §2.3): MinAtar and real Atari (ALE).
+"""Games for the reinforcement-learning protocol (docs/rl.md): MinAtar and real Atari (ALE).
 
 A game is a task: :func:`open_games` checks the names and installed packages up front and
 describes each game (its minimal action set, its observation shape); :func:`make_envs` gives

