@@ -1,10 +1,11 @@
 """Is data the bottleneck? Images/s of augmented task sampling vs the convnet's training.
 
-Data: ``base.batches`` with ``RandomAffine`` (SPEC §2.1 ranges), batch 20, from a synthetic
-20-way 28×28 task (15 images per class). Training: the SPEC §2.1 convnet (4 × [conv 3×3, 64 ch
-→ BatchNorm → ReLU → max-pool 2] → linear 64 → 20), SGD lr 0.1, batch 20, forward + backward +
-step. Repeats are interleaved (data, train, data, train, ...) so both see the same machine
-state; the medians and their ratio are printed. Data must be at least 10× faster.
+Data: ``base.batches`` with ``RandomAffine`` (the ranges of docs/experiments.md), batch 20, from
+a synthetic 20-way 28×28 task (15 images per class). Training: the docs/experiments.md convnet
+(4 × [conv 3×3, 64 ch → BatchNorm → ReLU → max-pool 2] → linear 64 → 20), SGD lr 0.1, batch 20,
+forward + backward + step. Repeats are interleaved (data, train, data, train, ...) so both see
+the same machine state; the medians and their ratio are printed. Data must be at least 10×
+faster.
 
     python benchmarks/data.py [--repeats 7] [--data-steps 500] [--train-steps 50] [--threads N]
 """
@@ -42,7 +43,8 @@ def synthetic_task(ways: int = 20, shots: int = 15, size: int = 28, seed: int = 
 
 
 def convnet(num_classes: int = 20) -> nn.Module:
-    """The SPEC §2.1 network: ``metaleap.models.make_convnet`` if present, else a local copy."""
+    """The docs/experiments.md network: ``metaleap.models.make_convnet`` if present, else a local
+    copy."""
     try:
         from metaleap.models import make_convnet
         return make_convnet(num_classes, seed=0)

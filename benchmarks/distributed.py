@@ -1,8 +1,8 @@
 """Meta-training throughput across processes: 1 process × 1 thread, 2 × 1 and 1 × 2.
 
-Each configuration runs Leap's supervised meta-step on the SPEC §2.1 convnet (batch 20, K inner
-steps, a meta-batch of tasks split across the processes as `metaleap transfer` splits it) on
-random data drawn lazily from seeded generators, in a fresh process group started with
+Each configuration runs Leap's supervised meta-step on the docs/experiments.md convnet (batch 20,
+K inner steps, a meta-batch of tasks split across the processes as `metaleap transfer` splits
+it) on random data drawn lazily from seeded generators, in a fresh process group started with
 torchrun (a loopback rendezvous) or a plain process. Rank 0 times ``--meta-steps`` meta-steps
 after one warm-up step and reports meta-training tasks per second, the share of the time spent
 in the all-reduce of the contributions, the share spent waiting for the slowest rank before it

@@ -1,7 +1,7 @@
 """Cost of one meta-step for every method, and how its peak memory grows with K.
 
-Time: one meta-step of each method (SPEC §2.1 convnet, batch 20, K inner steps, a small
-meta-batch), the methods interleaved in a rotating order within each repeat; prints the median
+Time: one meta-step of each method (the docs/experiments.md convnet, batch 20, K inner steps, a
+small meta-batch), the methods interleaved in a rotating order within each repeat; prints the median
 seconds and the median of the per-repeat ratios to Leap's time.
 
 Memory: one fresh child process per (method, K) runs a warm-up meta-step at K = 1, resets
@@ -65,7 +65,8 @@ def tasks(seed: int, n: int, steps: int) -> list[TaskStream]:
 
 
 def learner(method: str, meta_batch: int) -> SupervisedMetaStep:
-    """The supervised meta-step of ``method`` (inner and meta lr 0.1) on the SPEC convnet."""
+    """The supervised meta-step of ``method`` (inner and meta lr 0.1) on the docs/experiments.md
+    convnet."""
     model = make_convnet(CLASSES, seed=0).to(DEVICE)
     ml = make_metalearner(method, model, Context(num_tasks=meta_batch, inner_lr=0.1))
     return SupervisedMetaStep(ml, model, inner_lr=0.1)

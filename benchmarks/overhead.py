@@ -3,7 +3,7 @@
 Runs 100 SGD steps at batch 20, plain and with Leap observing every step, interleaved, and
 prints the median of the paired time ratios (Leap / plain) in two regimes:
 
-- compute-bound: the SPEC §2.1 convnet (4 × conv64, 28×28 inputs, 20 classes);
+- compute-bound: the convnet of docs/experiments.md (4 × conv64, 28×28 inputs, 20 classes);
 - parameter-bound: an MLP 784-1024-1024-20 (1.9M parameters, tiny batch), where Leap's
   per-step vector work is a real share of the step.
 

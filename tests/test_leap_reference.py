@@ -1,6 +1,6 @@
 """Leap's meta-gradient against references written straight from the maths.
 
-* A plain loop over a recorded trajectory (SPEC §1, increment_i) must agree with Leap's
+* A plain loop over a recorded trajectory (docs/leap.md, increment_i) must agree with Leap's
   ``.grad`` to 1e-9 in float64, for every option, model and inner optimizer.
 * The pull-forward objective (paper eqs. 4–5), differentiated exactly through the unrolled
   inner SGD loop, must be approached by Leap's identity-Jacobian meta-gradient as α → 0.
@@ -184,7 +184,7 @@ def segments(traj: Trajectory, loss_term: bool, stabilizer: bool, drop_final_los
 
 def reference_increment_sum(traj: Trajectory, metric: str, loss_term: bool, stabilizer: bool,
                             drop_final_loss: bool = False) -> tuple[Tensor, float]:
-    """SPEC §1 written out: (Σ_i increment_i, d_p of eq. 2) for one task, in float64."""
+    """docs/leap.md written out: (Σ_i increment_i, d_p of eq. 2) for one task, in float64."""
     total = torch.zeros_like(traj.thetas[0])
     path = 0.0
     for dtheta, df, g in segments(traj, loss_term, stabilizer, drop_final_loss):

@@ -1,4 +1,5 @@
-"""The Multi-CV protocol (SPEC §2.2): leave one data set out, every method, on toy data sets."""
+"""The Multi-CV protocol (docs/multicv.md): leave one data set out, every method, on toy data
+sets."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reinforcement-learning protocol (SPEC §2.3): A2C with Leap on the encoder."""
+"""The reinforcement-learning protocol (docs/rl.md): A2C with Leap on the encoder."""
 
 from __future__ import annotations
 
