@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from test_transfer import run_study
 
-from metaleap.ablation import write_ablation_report
 from metaleap.cli import main
+from metaleap.protocols.transfer.ablation import write_ablation_report
 from metaleap.runs import RunError
 
 GRID = ["methods=leap,finetune", "seeds=0,1", "meta_steps=2"]

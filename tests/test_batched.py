@@ -21,13 +21,15 @@ import pytest
 import torch
 from test_transfer import KILLER, Synthetic, content, run_study
 
-from metaleap.cli import _fields, parser
+from metaleap.cli import parser
 from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
 from metaleap.models import make_convnet
-from metaleap.protocols import batched, evaluation, transfer
-from metaleap.protocols.base import ConfigError
+from metaleap.protocols import batched, evaluation
+from metaleap.protocols.config import ConfigError
 from metaleap.protocols.evaluation import train_task
 from metaleap.protocols.transfer import TransferStudy, resolve_config
+from metaleap.protocols.transfer import study as transfer_study
+from metaleap.protocols.transfer.cli import fields_of
 from metaleap.runs import load_initialization
 from metaleap.seeding import generator
 from metaleap.stacked import StackedNet, stackable
@@ -212,7 +214,7 @@ def test_auto_batches_on_cuda_only_and_bad_modes_are_refused(monkeypatch):
     assert not TransferStudy(resolve_config("tiny"), Synthetic()).batched  # auto on the CPU
     with pytest.raises(ConfigError, match="task_batching"):
         resolve_config("tiny", ["task_batching=sometimes"])
-    monkeypatch.setattr(transfer, "stackable", lambda model: False)  # a model it cannot stack
+    monkeypatch.setattr(transfer_study, "stackable", lambda model: False)  # a model it cannot stack
     with pytest.raises(ConfigError, match="cannot stack"):
         TransferStudy(resolve_config("tiny", ["task_batching=on"]), Synthetic())
 
@@ -221,16 +223,16 @@ def test_cli_flag_sets_the_config_and_the_note_names_the_sequential_methods():
     """--task-batching on becomes the config's task_batching; with it, the methods without a
     batched form (MAML, finetuning) are named in the one-line note the command prints."""
     args = parser().parse_args(["transfer", "--preset", "tiny", "--task-batching", "on"])
-    cfg = resolve_config(args.preset, args.overrides, **_fields(args))
+    cfg = resolve_config(args.preset, args.overrides, **fields_of(args))
     assert cfg.task_batching == "on"
-    assert resolve_config("tiny", [], **_fields(parser().parse_args(["transfer"]))
+    assert resolve_config("tiny", [], **fields_of(parser().parse_args(["transfer"]))
                           ).task_batching == "auto"
     mixed = resolve_config("tiny", ["methods=leap,maml,finetune,scratch", "task_batching=on"])
-    assert TransferStudy(mixed, Synthetic()).batching_note() == (
+    assert TransferStudy(mixed, Synthetic()).notes() == [
         "task batching is on; maml, finetune meta-train task by task (no batched form), their "
-        "held-out evaluations are batched")
+        "held-out evaluations are batched"]
     assert TransferStudy(resolve_config("tiny", ["task_batching=on"]), Synthetic()
-                         ).batching_note() is None
+                         ).notes() == []
 
 
 def test_every_task_sees_the_data_the_sequential_path_feeds_it(monkeypatch):

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from test_transfer import run_study
 
-from metaleap import budget
 from metaleap.cli import main
-from metaleap.protocols.base import ConfigError
-from metaleap.protocols.transfer import METRICS, resolve_config
-from metaleap.report import load_summary, reading
+from metaleap.protocols.config import ConfigError
+from metaleap.protocols.reporting import load_summary
+from metaleap.protocols.transfer import METRICS, budget, resolve_config
+from metaleap.protocols.transfer.report import reading
 from metaleap.runs import RunError
 
 LONG = ["methods=leap,finetune,scratch", "seeds=0,1", "meta_steps=3", "heldout_at=1,2"]

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("matplotlib", "scipy", "torch", "metaleap.protocols.transfer", "metaleap.budget",
-         "metaleap.report")
+HEAVY = ("matplotlib", "scipy", "torch", "metaleap.protocols.transfer.study",
+         "metaleap.protocols.transfer.budget", "metaleap.protocols.reporting")
 
 
 def loaded_after(code: str) -> list[str]:
@@ -27,6 +27,18 @@ def test_building_the_parser_and_top_level_help_load_no_heavy_module():
     code = ("import contextlib, io, metaleap.cli as c\np = c.parser()\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
             "    p.parse_args(['--help'])")
+    assert loaded_after(code) == []
+
+
+def test_settings_resolves_and_describes_a_preset_without_torch():
+    """``metaleap settings`` (the transfer protocol's) is checked and described from
+    torch-free modules: the config, its presets and the method registry."""
+    code = ("import contextlib, io, metaleap.cli as c\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    assert c.main(['settings', '--preset', 'demo', '--set', 'leap.metric=energy']) "
+            "== 0\n"
+            "assert 'leap.metric = \\'energy\\'' in out.getvalue()")
     assert loaded_after(code) == []
 
 

@@ -78,11 +78,11 @@ KILLED = textwrap.dedent("""
 
     original = TransferRun.meta_step
 
-    def meta_step(self, step):  # rank 1 dies in Reptile's third meta-step, on the first try
-        if (self.method == "reptile" and step == 2 and os.environ["RANK"] == "1"
+    def meta_step(self, step, context):  # rank 1 dies in Reptile's third meta-step, on the
+        if (self.method == "reptile" and step == 2 and os.environ["RANK"] == "1"  # first try
                 and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"):
             os._exit(137)
-        return original(self, step)
+        return original(self, step, context)
 
     TransferRun.meta_step = meta_step
     sys.exit(main(sys.argv[1:]))

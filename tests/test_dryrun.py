@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from metaleap.cli import main
-from metaleap.protocols.dryrun import Budget, Phase, duration, transfer_budget
+from metaleap.protocols.dryrun import Budget, Phase, duration
 from metaleap.protocols.transfer import TransferStudy, resolve_config
+from metaleap.protocols.transfer.dryrun import transfer_budget
 
 
 def files_under(path: Path) -> list[Path]:

@@ -432,8 +432,7 @@ def test_state_and_parameters_do_not_change_while_a_task_runs():
 def summed(contributions: list[metaleap.Contribution]) -> metaleap.Reduce:
     """A reduce that adds other processes' contributions, as an all-reduce would."""
     def reduce(local: metaleap.Contribution) -> metaleap.Contribution:
-        return metaleap.Contribution({k: sum((c.sums[k] for c in contributions), v.clone())
-                                      for k, v in local.sums.items()})
+        return local.unflat(sum((c.flat("cpu") for c in contributions), local.flat("cpu")))
     return reduce
 
 

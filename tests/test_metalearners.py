@@ -14,24 +14,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaleap import Leap
+from metaleap import Leap, methods
 from metaleap.metalearners import (
     FOMAML,
     MAML,
-    METHODS,
     Context,
     Finetune,
     LeapLearner,
     MetaLearner,
-    MetaOptions,
     Scratch,
     SupervisedMetaStep,
     TaskStream,
     make_metalearner,
 )
 from metaleap.metalearners.base import with_last
+from metaleap.methods import MetaOptions
 from metaleap.models import ConvNet
-from metaleap.protocols.base import field_docs
+from metaleap.protocols.config import field_docs
 from metaleap.seeding import generator
 
 Batches = list[tuple[Tensor, Tensor]]
@@ -110,7 +109,10 @@ def sgd_task(model: nn.Module, batches: Batches, lr: float) -> None:
 # ---------------------------------------------------------------- every method
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+META_BATCH = sorted(m.name for m in methods.METHODS.values() if m.kind == methods.META_BATCH)
+
+
+@pytest.mark.parametrize("name", META_BATCH)
 def test_meta_step_runs_changes_theta_and_is_deterministic(name: str) -> None:
     tasks = make_tasks(1)
     a, b = build(name), build(name)
@@ -165,11 +167,15 @@ def test_make_metalearner_checks_names_and_options() -> None:
 
 
 def test_every_method_is_registered_with_label_color_and_documented_options() -> None:
-    for name, cls in METHODS.items():
-        assert cls.name == name and cls.label and cls.color.startswith("tab:")
-        cls.Options().check()
-        fields = {f.name for f in dataclasses.fields(cls.Options)}
-        docs = field_docs(cls.Options)
+    labels = [m.label for m in methods.METHODS.values()]
+    assert len(set(labels)) == len(labels)  # one display name per method, never shared
+    assert [m.name for m in methods.METHODS.values() if m.reference] == ["leap"]
+    for name, method in methods.METHODS.items():
+        assert method.name == name and method.label and method.color.startswith("tab:")
+        assert isinstance(method.load(), type)
+        method.options().check()
+        fields = {f.name for f in dataclasses.fields(method.options)}
+        docs = field_docs(method.options)
         assert fields <= set(docs) and all(docs[f] for f in fields), name
 
 
@@ -514,12 +520,11 @@ def test_tasks_split_over_two_learners_and_summed_equal_one_learner(name: str) -
     whole.meta_step(streams(tasks))
     a, b = (Built(name, model=small_net(0, torch.float64)) for _ in range(2))
     for built, part in ((a, tasks[:2]), (b, tasks[2:])):
-        for i, batches in enumerate(part):
-            built.step.run_task(TaskStream(i, iter(batches)))
+        built.step.train(streams(part))
     other = b.learner.contribution()
 
-    def reduce(local: Any) -> Any:
-        return type(local)({k: v + other.sums[k] for k, v in local.sums.items()})
+    def reduce(local: Any) -> Any:  # every entry summed: the all-reduce of two processes
+        return local.unflat(local.flat("cpu") + other.flat("cpu"))
 
     metrics = a.learner.meta_update(reduce)
     assert metrics["tasks"] == 3

@@ -15,17 +15,20 @@ from test_transfer import content
 
 from metaleap import seeding
 from metaleap.cli import main
-from metaleap.metalearners import HAT, HATOptions, ProgressiveNets
+from metaleap.metalearners import HAT, ProgressiveNets
+from metaleap.methods import HATOptions
 from metaleap.protocols import multicv as P
 from metaleap.protocols import transfer
-from metaleap.protocols.base import ConfigError
+from metaleap.protocols.base import RunContext
+from metaleap.protocols.config import ConfigError
+from metaleap.protocols.multicv import training
 from metaleap.tasks import multicv
 from metaleap.tasks.errors import MissingDependencyError
 from metaleap.tasks.multicv import LabeledImages
 
 #: Toy data sets: (name, classes); each class is a bright bar at its own height.
 TOYS = {"toy_a": 3, "toy_b": 4, "toy_c": 5}
-ALL = "methods=" + ",".join(P.MULTICV_METHODS)
+ALL = "methods=" + ",".join(P.MultiCVConfig.supported())
 TINY = ["multicv", "--preset", "tiny", "--no-progress", "--set", "datasets=toy_a,toy_b,toy_c",
         "--holdout", "toy_c"]
 
@@ -67,7 +70,7 @@ def test_every_method_runs_and_the_report_has_the_table(straight: Path):
     summary = json.loads((straight / "results.json").read_text())
     assert summary["protocol"] == "multicv" and summary["schema"] == P.SCHEMA_VERSION
     cell = summary["holdouts"]["toy_c"]
-    assert list(cell) == list(P.MULTICV_METHODS)
+    assert list(cell) == P.MultiCVConfig.supported()
     for method, e in cell.items():
         assert e["seeds"] == [0]
         for metric in (*P.METRICS, "steps"):
@@ -75,7 +78,7 @@ def test_every_method_runs_and_the_report_has_the_table(straight: Path):
         assert 0 <= e["test_error"]["ci"]["mean"] <= 1 and 0 <= e["error_auc"]["ci"]["mean"] <= 1
         assert len(e["curve"]["mean"]) == math.ceil(e["max_steps"] / e["curve"]["every"])
         assert ("vs_leap" in e) == (method != "leap")
-    assert set(summary["methods"]) == set(P.MULTICV_METHODS)
+    assert set(summary["methods"]) == set(P.MultiCVConfig.supported())
     result = json.loads((straight / "results" / "seed0-hat-holdout-toy_c.json").read_text())
     assert result["pretrain"] == ["toy_a", "toy_b"] and result["holdout"] == "toy_c"
     assert result["val_errors"] and 1 <= result["steps"] <= result["max_steps"]
@@ -114,7 +117,7 @@ def test_heads_have_each_data_sets_width_and_are_never_in_theta0(straight: Path,
 
     monkeypatch.setattr(run.learner, "task", spy)
     before = {k: v.clone() for k, v in run.learner.initialization().items()}
-    run.meta_step(0)
+    run.meta_step(0, RunContext())
     assert widths == [(0, 3), (1, 4)]
     after = run.learner.initialization()
     assert after.keys() == before.keys() and all(k.startswith("encoder.") for k in after)
@@ -137,11 +140,11 @@ def test_resume_after_failures_is_bit_identical(tmp_path: Path, straight: Path, 
     originals = {kind: kind.meta_step for kind in (P.MetaRun, P.SequentialRun)}
 
     def failing(kind):
-        def meta_step(self, step):
+        def meta_step(self, step, context):
             if pending and (self.method, step) == pending[0]:
                 pending.pop(0)
                 raise ZeroDivisionError("a bug")
-            return originals[kind](self, step)
+            return originals[kind](self, step, context)
         return meta_step
 
     for kind in originals:
@@ -151,7 +154,8 @@ def test_resume_after_failures_is_bit_identical(tmp_path: Path, straight: Path, 
     assert main(argv + ["--resume"]) == 1 and not pending
     assert "rerun with --resume" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
-    files = ["metrics.jsonl"] + [f"{d}/seed0-{m}-holdout-toy_c.{x}" for m in P.MULTICV_METHODS
+    files = ["metrics.jsonl"] + [f"{d}/seed0-{m}-holdout-toy_c.{x}"
+                                 for m in P.MultiCVConfig.supported()
                                  for d, x in (("results", "json"), ("init", "safetensors"))]
     for rel in files:
         assert content(straight / rel) == content(tmp_path / "broken" / rel), rel
@@ -200,17 +204,19 @@ def test_settings_methods_and_holdouts_are_checked():
                                (["hat.meta_steps=3"], "with no meta-steps")]:
         with pytest.raises(ConfigError, match=message):
             P.resolve_config("tiny", overrides)
-    with pytest.raises(ConfigError, match="unknown method"):
+    with pytest.raises(ConfigError, match=r"transfer protocol runs .*; not \['hat'\]"):
         transfer.resolve_config("tiny", ["methods=leap,hat"])
+    with pytest.raises(ConfigError, match="unknown method"):
+        P.resolve_config("tiny", ["methods=leap,magic"])
 
 
 # ------------------------------------------------------------------------ early stopping
 def test_patience_against_a_hand_built_sequence():
-    p = P.Patience(2)
+    p = training.Patience(2)
     stops = [p.update(v) for v in [0.5, 0.4, 0.4, 0.45, 0.3, 0.35, float("nan")]]
     assert stops == [False, False, False, True, False, False, True]
     assert p.best == 0.3 and p.since == 2
-    q = P.Patience(2)
+    q = training.Patience(2)
     q.load_state(p.state())
     assert q == p
 
@@ -220,25 +226,25 @@ def test_a_task_stops_after_patience_validations_without_improvement(
     """Validations every 2 steps read 0.9, 0.8, 0.7, 0.75, 0.7: the last two do not improve
     on 0.7, so with patience 2 the task stops at step 8 of at most 20."""
     values = iter([0.9, 0.8, 0.7, 0.75, 0.7])
-    real = P.error_rate
-    monkeypatch.setattr(P, "error_rate", lambda f, x, y: next(values))
+    real = training.error_rate
+    monkeypatch.setattr(training, "error_rate", lambda f, x, y: next(values))
     s = study("max_epochs=4")
     cfg, task = s.cfg, s.task("toy_a", 0)
     model = s.model("toy_a", 0, "test")
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.inner_lr)
-    training = P.InnerTraining(cfg, task, P.ModelTrainee(model, model), optimizer,
-                               seeding.generator(0, "test")).run()
-    assert training.max_steps == 20 and training.steps == 8 and training.done
-    assert training.val_errors == [0.9, 0.8, 0.7, 0.75, 0.7]
-    assert training.patience.best == 0.7
+    trained = training.InnerTraining(cfg, task, training.ModelTrainee(model, model),
+                                     optimizer, seeding.generator(0, "test")).run()
+    assert trained.max_steps == 20 and trained.steps == 8 and trained.done
+    assert trained.val_errors == [0.9, 0.8, 0.7, 0.75, 0.7]
+    assert trained.patience.best == 0.7
     assert optimizer.param_groups[0]["lr"] == pytest.approx(
         cfg.inner_lr * (1 + math.cos(math.pi * 8 / 20)) / 2)  # cosine annealing over 20 steps
-    errors = torch.stack(training.errors).double()
+    errors = torch.stack(trained.errors).double()
     curve = [float(errors[i:i + 2].mean()) for i in range(0, 8, 2)]
-    assert training.curve == pytest.approx(curve)
-    assert training.error_auc == pytest.approx((float(errors.sum()) + 12 * curve[-1]) / 20)
-    monkeypatch.setattr(P, "error_rate", real)
-    assert 0 <= training.scores()["test_error"] <= 1
+    assert trained.curve == pytest.approx(curve)
+    assert trained.error_auc == pytest.approx((float(errors.sum()) + 12 * curve[-1]) / 20)
+    monkeypatch.setattr(training, "error_rate", real)
+    assert 0 <= trained.scores()["test_error"] <= 1
 
 
 def test_meta_training_stops_early_and_resumes_at_the_same_step(
@@ -252,10 +258,10 @@ def test_meta_training_stops_early_and_resumes_at_the_same_step(
     assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
     original = P.MetaRun.meta_step
 
-    def failing(self, step):
+    def failing(self, step, context):
         if step == 2:
             raise ZeroDivisionError("killed")
-        return original(self, step)
+        return original(self, step, context)
 
     monkeypatch.setattr(P.MetaRun, "meta_step", failing)
     assert main(argv + ["--out", str(tmp_path / "broken")]) == 1

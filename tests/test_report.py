@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from metaleap import ablation, budget, report, stats
-from metaleap.protocols.transfer import summarize
+from metaleap import stats
+from metaleap.protocols import reporting
+from metaleap.protocols.multicv import report as multicv_report
+from metaleap.protocols.transfer import ablation, budget, report, summarize
 
 T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
 T_975_2 = 4.302652729911275   # … 2 degrees of freedom
@@ -141,8 +143,8 @@ def test_scratch_has_no_meta_training_budget():
     record["methods"]["scratch"] = record["methods"]["leap"]
     results["seed0-scratch"] = result("scratch", 0, LEAP[0], [0.8, 0.8, 0.8])
     summary = summarize(record, results)
-    assert report.budget(summary, "scratch") == "none"
-    assert report.budget(summary, "leap") == "3 × 2 × 5 = 30"  # meta-batch 4 capped at N = 2
+    assert report.sgd_steps(summary, "scratch") == "none"
+    assert report.sgd_steps(summary, "leap") == "3 × 2 × 5 = 30"  # meta-batch 4 capped at N = 2
 
 
 # ---------------------------------------------------------------- the committed write-up
@@ -196,20 +198,20 @@ def test_the_audited_intervals_are_in_the_generated_reports():
     difference with the data set as the unit, with its sign test."""
     sweep = (RESULTS / "report.md").read_text()
     assert "| Leap | 1 → 5 | -2.0 [-3.5, -0.6]; seeds" in sweep
-    assert re.search(r"\| Finetuning \(multi-head\) \| 5 → 20 \| [^|]+ \| 14\.9 \[7\.2, 22\.6\]",
+    assert re.search(r"\| Finetuning \| 5 → 20 \| [^|]+ \| 14\.9 \[7\.2, 22\.6\]",
                      sweep)
     summary = json.loads((RESULTS / "multicv" / "results.json").read_text())
-    assert ("Finetuning (multi-head) − Leap, test error over every held-out data set: "
+    assert ("Finetuning − Leap, test error over every held-out data set: "
             "-17.6 [-27.2, -8.1] points over the 21 (data set, seed) pairs (Leap worse), "
             "-17.6 [-37.5, 2.2] with the 7 data sets as the unit (spans 0); Finetuning "
-            "(multi-head) is lower on 7 and higher on 0 of them (sign test p = 0.016)."
-            ) in report.multicv_reading(summary)
+            "is lower on 7 and higher on 0 of them (sign test p = 0.016)."
+            ) in multicv_report.multicv_reading(summary)
 
 
 def test_committed_multicv_and_rl_reports_are_generated_from_their_results(tmp_path: Path):
     for name in ("multicv", "rl"):
         shutil.copytree(RESULTS / name, tmp_path / name)
-        report.write_report(tmp_path / name)
+        reporting.write_report(tmp_path / name)
         assert ((tmp_path / name / "report.md").read_text()
                 == (RESULTS / name / "report.md").read_text()), name
 
@@ -223,7 +225,7 @@ def test_the_readme_results_table_is_the_committed_results():
     paper = 1000 * 20 * 100  # the paper's inner SGD steps per run: meta-steps × tasks × K
 
     n5 = json.loads((RESULTS / "n-5" / "results.json").read_text())
-    steps = int(report.budget(n5, "leap").split(" = ")[1])
+    steps = int(report.sgd_steps(n5, "leap").split(" = ")[1])
     assert report.differences(n5, "error_auc")["finetune"].format(100) in rows["docs/results/"]
     assert f"{steps} / {paper:,} inner SGD steps per run: {100 * steps / paper:.2f} %" in \
         rows["docs/results/"]
@@ -240,7 +242,7 @@ def test_the_readme_results_table_is_the_committed_results():
     assert f"{most} / {paper:,} inner SGD steps per run: {100 * most / paper:.1f} %" in row
 
     multicv = json.loads((RESULTS / "multicv" / "results.json").read_text())
-    d, pairs = report.pooled_difference(multicv, "finetune", "test_error")
+    d, pairs = multicv_report.pooled_difference(multicv, "finetune", "test_error")
     datasets = stats.regroup(pairs, lambda k: k.rsplit("/", 1)[0])
     higher, lower, p = stats.sign_test([sum(v) / len(v) for v in datasets.values()])
     row = rows["docs/results/multicv/"]

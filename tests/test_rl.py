@@ -14,9 +14,11 @@ from test_transfer import content
 
 from metaleap import seeding
 from metaleap.cli import main
-from metaleap.metalearners import LeapLearner, LeapOptions
+from metaleap.metalearners import LeapLearner
 from metaleap.metalearners.base import Context
+from metaleap.methods import LeapOptions
 from metaleap.protocols import rl
+from metaleap.protocols.rl import study
 from metaleap.tasks import games
 
 pytest.importorskip("minatar")
@@ -46,7 +48,7 @@ def test_tiny_minatar_study_meta_trains_evaluates_and_reports(straight: Path):
     meta = [r for r in records if r["event"] == "meta_step"]
     assert [r["step"] for r in meta] == [1, 2] and all(r["tasks"] == 2.0 for r in meta)
     report = (straight / "report.md").read_text()
-    assert "Paired difference, Leap − random initialization" in report
+    assert "Paired difference, Leap − no pretraining" in report
     for png in ("heldout_scores.png", "meta_training.png"):
         assert (straight / png).stat().st_size > 0
 
@@ -76,7 +78,7 @@ def test_resume_mid_game_between_games_and_in_evaluation_is_bit_identical(
         tmp_path: Path, straight: Path, monkeypatch: pytest.MonkeyPatch, fail_at: int):
     """Segments 1–8 are Leap's meta-training (2 meta-steps × 2 games × 2 segments), 9–10 its
     held-out game: the run stops at segment ``fail_at`` and resumes from its checkpoint."""
-    original, calls = rl.a2c_segment, []
+    original, calls = study.a2c_segment, []
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -85,10 +87,10 @@ def test_resume_mid_game_between_games_and_in_evaluation_is_bit_identical(
         return original(*args, **kwargs)
 
     out = tmp_path / "broken"
-    monkeypatch.setattr(rl, "a2c_segment", failing)
+    monkeypatch.setattr(study, "a2c_segment", failing)
     assert main(TINY + ["--out", str(out)]) == 1
     assert (out / "checkpoints" / "seed0-leap.pt").is_file()
-    monkeypatch.setattr(rl, "a2c_segment", original)
+    monkeypatch.setattr(study, "a2c_segment", original)
     assert main(TINY + ["--out", str(out), "--resume"]) == 0
     for rel in STRAIGHT_FILES:
         assert content(straight / rel) == content(out / rel), rel
@@ -98,14 +100,14 @@ KILLER = """
 import os, sys, torch
 torch.set_num_threads(1)
 from metaleap.cli import main
-from metaleap.protocols import rl
-original, calls = rl.a2c_segment, []
+from metaleap.protocols.rl import study
+original, calls = study.a2c_segment, []
 def killed(*args, **kwargs):
     calls.append(1)
     if len(calls) == {kill_at}:
         os._exit(137)  # like kill -9: no cleanup
     return original(*args, **kwargs)
-rl.a2c_segment = killed
+study.a2c_segment = killed
 sys.exit(main({argv!r}))
 """
 

@@ -14,16 +14,18 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from metaleap import methods
 from metaleap.cli import main
-from metaleap.leap import single_process
-from metaleap.metalearners import METHODS, SupervisedMetaStep, TaskStream
+from metaleap.metalearners import ONE_PROCESS, SupervisedMetaStep, TaskStream
 from metaleap.protocols import evaluation
-from metaleap.protocols.base import ConfigError
+from metaleap.protocols.base import RunContext
+from metaleap.protocols.config import ConfigError
 from metaleap.protocols.trainer import run_study as run_protocol
-from metaleap.protocols.transfer import TransferStudy, make_split, resolve_config
+from metaleap.protocols.transfer import TransferConfig, TransferStudy, make_split, resolve_config
 from metaleap.runs import OFFSET, RunDir, RunError, load_initialization, read_metrics
 from metaleap.tasks.base import Task
 
+METHODS = TransferConfig.supported()
 ALL = "methods=" + ",".join(METHODS)
 
 
@@ -237,12 +239,13 @@ def test_every_method_sees_the_same_meta_batches_and_evaluation_data(monkeypatch
             yield x, y
 
     step = SupervisedMetaStep.__call__
+    names = {m.load(): m.name for m in methods.METHODS.values()}
 
-    def recording_step(self, tasks, reduce=single_process):
+    def recording_step(self, tasks, processes=ONE_PROCESS):
         seen: dict[int, list] = {t.index: [] for t in tasks}
-        meta.setdefault(self.learner.name, []).append(seen)
+        meta.setdefault(names[type(self.learner)], []).append(seen)
         return step(self, [TaskStream(t.index, recorded(t, seen[t.index])) for t in tasks],
-                    reduce)
+                    processes)
 
     draw = evaluation.batches
 
@@ -257,11 +260,11 @@ def test_every_method_sees_the_same_meta_batches_and_evaluation_data(monkeypatch
                                   "num_heldout=1"])
     study = TransferStudy(cfg, taskset=Synthetic())
     for run in study.runs():
-        for i in range(run.meta_steps if run.learner.meta_trains else 0):
-            run.meta_step(i)
+        for i in range(run.meta_steps if run.method != "scratch" else 0):
+            run.meta_step(i, RunContext())
         evaluating.append(run.method)
         heldout[run.method] = []
-        run.evaluate(run.learner.initialization(), progress=False)
+        run.evaluate(run.learner.initialization(), RunContext())
 
     reference = meta["leap"]
     assert sorted(meta) == sorted(set(METHODS) - {"scratch"})
@@ -408,10 +411,10 @@ def test_cli_unexpected_error_leaves_a_resumable_run(tmp_path: Path, omniglot: P
 
     original = TransferRun.meta_step
 
-    def failing(self, step):  # reptile's third meta-step hits a bug
+    def failing(self, step, context):  # reptile's third meta-step hits a bug
         if self.method == "reptile" and step == 2:
             raise ZeroDivisionError("a bug")
-        return original(self, step)
+        return original(self, step, context)
 
     monkeypatch.setattr(TransferRun, "meta_step", failing)
     assert main(argv + ["--out", str(tmp_path / "broken")]) == 1

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
@@ -62,29 +62,45 @@ class MetaGradStats:
 class Contribution:
     """A meta-batch's local sums: what processes add up before the meta-step is applied.
 
-    Every entry of ``sums`` is a tensor (flat or 0-d) that is *summed* across processes:
-    never a mean, so one all-reduce of the concatenated entries gives the global meta-batch.
-    A learner that can drop tasks counts the kept ones in ``"tasks"`` and the discarded ones
-    in ``"dropped"``, beside its own entries (Leap: ``"grad"``, Σ over kept tasks of
-    Σ_i increment_i, and ``"path"``).
+    Every entry is a tensor (flat or 0-d) that is *summed* across processes: never a mean,
+    so one all-reduce of the concatenated entries gives the global meta-batch. ``sums`` are
+    the method's own: a learner that can drop tasks counts the kept ones in ``"tasks"`` and
+    the discarded ones in ``"dropped"``, beside its entries (Leap: ``"grad"``, Σ over kept
+    tasks of Σ_i increment_i, and ``"path"``). ``buffers``: Σ of the kept tasks' final
+    buffers by the model's name (Leap with ``buffers="average"``). ``losses``: the loss log
+    of every finished task (:class:`metaleap.metalearners.base.LossLog`).
     """
 
     sums: dict[str, Tensor]
+    buffers: dict[str, Tensor] = field(default_factory=dict)
+    losses: dict[str, Tensor] = field(default_factory=dict)
 
     def count(self, key: str) -> int:
-        """A count entry (``"tasks"``, ``"dropped"``) as an int."""
+        """A count entry of ``sums`` (``"tasks"``, ``"dropped"``) as an int."""
         return int(self.sums[key])
+
+    def _entries(self) -> list[Tensor]:
+        return [*self.sums.values(), *self.buffers.values(), *self.losses.values()]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the first entry lives (the device an all-reduce of :meth:`flat` runs on)."""
+        return self._entries()[0].device
 
     def flat(self, device: torch.device | str) -> Tensor:
         """Every entry, in order, as one float64 vector on ``device`` (for one all-reduce)."""
         return torch.cat([v.detach().reshape(-1).to(device, torch.float64)
-                          for v in self.sums.values()])
+                          for v in self._entries()])
 
     def unflat(self, flat: Tensor) -> Contribution:
         """A contribution shaped like this one, its values read from :meth:`flat`'s layout."""
-        parts = flat.split([v.numel() for v in self.sums.values()])
-        return Contribution({k: p.reshape(v.shape).to(v.device, v.dtype)
-                             for (k, v), p in zip(self.sums.items(), parts, strict=True)})
+        parts = iter(flat.split([v.numel() for v in self._entries()]))
+
+        def read(group: dict[str, Tensor]) -> dict[str, Tensor]:
+            return {k: next(parts).reshape(v.shape).to(v.device, v.dtype)
+                    for k, v in group.items()}
+
+        return Contribution(read(self.sums), read(self.buffers), read(self.losses))
 
 
 #: Sums a :class:`Contribution` over processes; the identity on one process.
@@ -305,7 +321,8 @@ class Leap(nn.Module):
 
         ``"grad"``: Σ over kept tasks of Σ_i increment_i (flat, θ⁰'s order); ``"tasks"``,
         ``"dropped"``: counts; ``"path"``: Σ of the kept tasks' paths; with
-        ``buffers="average"``, ``"buffer:NAME"``: Σ of the kept tasks' final buffers.
+        ``buffers="average"``, :attr:`Contribution.buffers`: Σ of the kept tasks' final
+        floating-point buffers.
         """
         if self._running is not None:
             raise RuntimeError("meta_grad (contribution) called while a task is running: "
@@ -316,13 +333,14 @@ class Leap(nn.Module):
                 torch.zeros(sum(self._numels), dtype=like.dtype, device=like.device),
                 "tasks": torch.tensor(kept), "dropped": torch.tensor(self._dropped),
                 "path": torch.tensor(sum(self._paths), dtype=torch.float64)}
+        buffers = {}
         if self.buffer_policy == "average":
             for n in self.buffer_names:
                 b = getattr(self.init_buffers, _mangle(n))
                 if b.is_floating_point():
-                    sums[f"buffer:{n}"] = self._buffer_sums.get(_mangle(n), torch.zeros_like(b))
+                    buffers[n] = self._buffer_sums.get(_mangle(n), torch.zeros_like(b))
         self._reset_meta_batch()
-        return Contribution(sums)
+        return Contribution(sums, buffers)
 
     @torch.no_grad()
     def apply(self, contribution: Contribution) -> MetaGradStats:
@@ -338,9 +356,8 @@ class Leap(nn.Module):
                               mean_path=float(sums["path"]) / kept if kept else float("nan"))
         if kept:
             add_mean_to_grad([p for _, p in self.named_meta_parameters()], sums["grad"], kept)
-            for key, total in sums.items():
-                if key.startswith("buffer:"):
-                    getattr(self.init_buffers, _mangle(key[7:])).copy_(total / kept)
+            for name, total in contribution.buffers.items():
+                getattr(self.init_buffers, _mangle(name)).copy_(total / kept)
         return stats
 
     def meta_grad(self, reduce: Reduce = single_process) -> MetaGradStats:

@@ -13,15 +13,12 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from metaleap.choices import BLOCK_ORDERS
 from metaleap.seeding import generator as make_generator
 
 __all__ = ["BLOCK_ORDERS", "ActorCritic", "ConvNet", "MultiHeadNet", "init_linear",
-           "init_modules", "make_convnet"]
+           "init_modules", "make_convnet", "outside_encoder"]
 
-#: What follows each 3×3 convolution of :class:`ConvNet`: ``"bn-relu-pool"`` (BatchNorm, ReLU,
-#: max-pool: this package's default) or ``"pool-bn-relu"`` (max-pool, BatchNorm, ReLU: the
-#: authors' 2019 code, where BatchNorm and ReLU see a quarter of the activations).
-BLOCK_ORDERS = ("bn-relu-pool", "pool-bn-relu")
 
 
 @torch.no_grad()
@@ -121,6 +118,12 @@ class ConvNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encoder(x))
+
+
+def outside_encoder(name: str) -> bool:
+    """Whether parameter ``name`` lies outside the model's ``encoder`` (a head of
+    :class:`ConvNet` or :class:`ActorCritic`): the task's own, never part of θ⁰."""
+    return not name.startswith("encoder.")
 
 
 def make_convnet(num_classes: int = 20, seed: int = 0, *, in_channels: int = 1,

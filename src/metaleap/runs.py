@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import pickle
 import shutil
 import sys
 import sysconfig
-import tempfile
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from metaleap.files import atomic_write, write_json
 from metaleap.models import make_convnet
 
 OFFSET = "log_offset"
@@ -71,25 +69,6 @@ def portable(value: Any) -> Any:
     if isinstance(value, list):
         return [portable(v) for v in value]
     return value
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1) + "\n"))
 
 
 def check_run_folder(path: Path, config: dict[str, Any], identity: dict[str, Any] | None,
@@ -265,6 +244,8 @@ class RunDir(RunReader):
 
 
 CHECKPOINT_KEYS = {"step", "module", "extra", OFFSET}
+#: Slots a checkpoint holds when the run has them: its own state, and progress inside a step.
+OPTIONAL_KEYS = {"run", "progress"}
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -283,10 +264,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise RunError(f"{path} is truncated or corrupt (UnpicklingError): {fix}") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise RunError(f"{path} is truncated or corrupt ({type(e).__name__}): {fix}") from None
-    if not isinstance(state, dict) or set(state) != CHECKPOINT_KEYS or not isinstance(
-            state["step"], int):
+    if not isinstance(state, dict) or not CHECKPOINT_KEYS <= set(state) <= (
+            CHECKPOINT_KEYS | OPTIONAL_KEYS) or not isinstance(state["step"], int):
         raise RunError(f"{path} is not a metaleap checkpoint (expected the keys "
-                       f"{sorted(CHECKPOINT_KEYS)}): {fix}")
+                       f"{sorted(CHECKPOINT_KEYS)}, and maybe {sorted(OPTIONAL_KEYS)}): {fix}")
     return state
 
 

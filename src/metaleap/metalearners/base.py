@@ -14,27 +14,34 @@ stopping) and any number of processes fit::
     contribution = reduce(contribution)                       # all-reduce; identity on one process
     metrics = learner.apply(contribution)                     # divide, write .grad, meta-step
 
-:meth:`MetaLearner.meta_update` chains the last three. Nothing here knows about datasets;
-:mod:`metaleap.metalearners.supervised` builds the classic supervised meta-step on top.
+:meth:`MetaLearner.meta_update` chains the last three. A protocol that hands the learner a
+whole meta-batch calls :meth:`MetaLearner.meta_step` instead: it gives each task as a
+:class:`MetaBatchTask` (its network, its inner optimizer and a steppable training loop), and
+the learner decides how the tasks train: one after another from θ⁰ (the default), or
+interleaved on one shared network (finetuning), and which of them this process trains.
+Nothing here knows about datasets; :mod:`metaleap.metalearners.supervised` builds the
+classic supervised meta-step on top.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from metaleap.leap import Contribution, Reduce, add_mean_to_grad, single_process
+from metaleap.methods import MetaOptions
 
 if TYPE_CHECKING:
     from metaleap.metalearners.batched import BatchedTasks
 
+T = TypeVar("T")
 Batch = tuple[Tensor, Tensor]
 Exclude = Callable[[str], bool] | Sequence[str]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -60,6 +67,50 @@ class Context:
 DEFAULT_CONTEXT = Context()
 
 
+def _local_sum(tensor: Tensor) -> Tensor:
+    return tensor
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the processes that share a study (1 of 1 by default).
+
+    ``all_sum`` sums a tensor over every process and returns the result on each (the
+    all-reduce of :mod:`metaleap.distributed`); with one process it returns its input.
+    """
+
+    rank: int = 0
+    world: int = 1
+    all_sum: Callable[[Tensor], Tensor] = _local_sum
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the process that writes."""
+        return self.rank == 0
+
+    def share(self, items: Sequence[T]) -> list[T]:
+        """This process's contiguous block of a list that every process holds; the first
+        ``len % world`` processes take one item more. Contiguous blocks keep the order of the
+        sums: the all-reduce then adds whole partial sums of consecutive tasks."""
+        size, extra = divmod(len(items), self.world)
+        start = self.rank * size + min(self.rank, extra)
+        return list(items[start:start + size + (self.rank < extra)])
+
+    def barrier(self) -> None:
+        """Wait until every process gets here."""
+        if self.world > 1:
+            self.all_sum(torch.zeros(1))
+
+    def reduce(self, contribution: Contribution) -> Contribution:
+        """A meta-learner's contribution summed over processes, in one all-reduce."""
+        if self.world == 1:
+            return contribution
+        return contribution.unflat(self.all_sum(contribution.flat(contribution.device)))
+
+
+ONE_PROCESS = Processes()
+
+
 @dataclass(frozen=True)
 class TaskStream:
     """One task of a meta-batch for the supervised helper.
@@ -78,14 +129,19 @@ class TaskHandle:
 
     ``model`` is what the loop calls on its inputs: the caller's network (MAML: a functional
     view of it through the unrolled steps; finetuning: its shared network through head
-    ``index``). :meth:`step` is backward, report, optimizer step and ``zero_grad``; a loop
-    that steps itself calls :meth:`report` just before ``optimizer.step()``, after any
-    gradient clipping.
+    ``index``); ``module`` is the network being trained (whose train or eval mode a loop
+    sets). :meth:`step` is backward, report, optimizer step and ``zero_grad``; a loop that
+    steps itself calls :meth:`report` just before ``optimizer.step()``, after any gradient
+    clipping, and ends with :meth:`close` (or :meth:`finish`).
     """
 
+    #: Whether f(θ^K) must carry its graph (a query gradient: FOMAML, MAML); :meth:`close`
+    #: computes it with or without one accordingly.
+    query_grad: ClassVar[bool] = False
+
     def __init__(self, learner: MetaLearner, model: Callable[[Tensor], Tensor],
-                 optimizer: torch.optim.Optimizer | None) -> None:
-        self.learner, self.model, self.optimizer = learner, model, optimizer
+                 optimizer: torch.optim.Optimizer | None, module: nn.Module) -> None:
+        self.learner, self.model, self.optimizer, self.module = learner, model, optimizer, module
         self.first: Tensor | None = None
         self.last: Tensor | None = None
         self.finished = False
@@ -93,7 +149,8 @@ class TaskHandle:
     def step(self, loss: Tensor) -> None:
         """One inner step on ``loss`` (a scalar with its graph): backward, then the update."""
         if self.optimizer is None:
-            raise RuntimeError(f"{self.learner.name}: this task has no optimizer to step")
+            raise RuntimeError(f"{type(self.learner).__name__}: this task has no optimizer "
+                               "to step")
         loss.backward()
         self.report(loss)
         self.optimizer.step()
@@ -105,10 +162,17 @@ class TaskHandle:
         self.first = loss if self.first is None else self.first
         self.last = loss
 
+    def close(self, final_loss: Callable[[], Tensor]) -> None:
+        """:meth:`finish` with ``final_loss()``, computed with its graph only when the method
+        needs a query gradient (:attr:`query_grad`)."""
+        with torch.set_grad_enabled(self.query_grad):
+            self.finish(final_loss())
+
     def finish(self, final_loss: Tensor) -> None:
         """Close the task with f(θ^K): the loss after the last step (final or query batch)."""
         if self.first is None or self.last is None:
-            raise RuntimeError(f"{self.learner.name}: finish() before any step was reported")
+            raise RuntimeError(f"{type(self.learner).__name__}: finish() before any step was "
+                               "reported")
         self._finish(final_loss)
         self.learner._losses.add(self.first, self.last, final_loss)
         self.finished = True
@@ -129,32 +193,53 @@ class ThetaHandle(TaskHandle):
 
     def __init__(self, learner: MetaLearner, model: nn.Module,
                  optimizer: torch.optim.Optimizer, params: list[Tensor]) -> None:
-        super().__init__(learner, model, optimizer)
+        super().__init__(learner, model, optimizer, model)
         self.params = params
+
+
+class TaskRun(Protocol):
+    """One task of a meta-batch as its protocol trains it, one inner step at a time."""
+
+    @property
+    def done(self) -> bool:
+        """Whether the task has taken its last inner step."""
+
+    def advance(self) -> None:
+        """Take one inner step (through the handle the run was started on)."""
+
+    def close(self) -> None:
+        """Close the handle with f(θ^K), the loss after the last step
+        (:meth:`TaskHandle.close`)."""
+
+
+class MetaBatchTask(Protocol):
+    """A task of a meta-batch as a protocol hands it to :meth:`MetaLearner.meta_step`."""
+
+    @property
+    def index(self) -> int:
+        """The pretraining task (finetuning's head)."""
+
+    def model(self) -> nn.Module:
+        """The network the task trains (the learner loads θ⁰ into it)."""
+
+    def optimizer(self, params: Iterable[Tensor], momentum: float = 0.0
+                  ) -> torch.optim.Optimizer:
+        """The task's inner optimizer over ``params``."""
+
+    def start(self, handle: TaskHandle) -> TaskRun:
+        """Begin the task's training on ``handle`` (its forward, module and optimizer)."""
 
 
 class MetaLearner(nn.Module, ABC):
     """Learns, over meta-steps, an initialization from which new tasks train.
 
-    Subclasses set ``name``, ``label``, ``color`` and ``Options`` (a dataclass of the
-    method's own settings, checked by its ``check()``), and implement :meth:`task`,
-    :meth:`_contribution`, :meth:`_apply` and :meth:`initialization`. Learned state lives in
-    module parameters and buffers plus :meth:`extra_state` (the meta-optimizer), so a run is
-    checkpointed as plain tensors and resumed bit-identically.
+    Subclasses implement :meth:`task`, :meth:`_contribution`, :meth:`_apply` and
+    :meth:`initialization`; what the method is called and its options live in its registry
+    entry (:mod:`metaleap.methods`). Learned state lives in module parameters and buffers plus
+    :meth:`extra_state` (the meta-optimizer), so a run is checkpointed as plain tensors and
+    resumed bit-identically.
     """
 
-    name: ClassVar[str]
-    label: ClassVar[str]
-    color: ClassVar[str]
-    Options: ClassVar[type]
-    #: False for methods whose initialization does not learn (no meta-steps are run).
-    meta_trains: ClassVar[bool] = True
-    #: True when the tasks of a meta-batch train one shared network, so their steps are
-    #: interleaved (finetuning); ``task`` then takes no model and no optimizer, and the
-    #: meta-batch is not split across processes: each runs all of it, identically.
-    interleaved: ClassVar[bool] = False
-    #: Whether f(θ^K) passed to ``finish`` must carry its graph (a query gradient).
-    query_grad: ClassVar[bool] = False
     #: The optimizer that steps θ⁰ (its state is checkpointed), if the method has one.
     meta_optimizer: torch.optim.Optimizer | None = None
 
@@ -167,10 +252,35 @@ class MetaLearner(nn.Module, ABC):
              index: int = 0) -> AbstractContextManager[TaskHandle]:
         """A context manager giving the handle of one task (θ⁰ loaded into ``model``)."""
 
+    def share(self, tasks: Sequence[T], processes: Processes) -> list[T]:
+        """The tasks of a meta-batch this process trains: its share (the default), or all of
+        them for a method whose tasks train one shared network (every process then runs the
+        same steps)."""
+        return processes.share(tasks)
+
+    def meta_step(self, tasks: Sequence[MetaBatchTask], processes: Processes = ONE_PROCESS
+                  ) -> tuple[list[TaskRun], dict[str, float]]:
+        """One meta-step: train this process's share of ``tasks`` from θ⁰, finish each, and
+        apply the sums of every process; returns the task runs (in order) and the metrics."""
+        runs = self.train_tasks(self.share(tasks, processes))
+        return runs, self.meta_update(processes.reduce)
+
+    def train_tasks(self, tasks: Sequence[MetaBatchTask]) -> list[TaskRun]:
+        """Train ``tasks`` one after another, each from θ⁰ on its own network."""
+        runs = []
+        for task in tasks:
+            model = task.model()
+            with self.task(model, task.optimizer(model.parameters()), index=task.index) as t:
+                run = task.start(t)
+                while not run.done:
+                    run.advance()
+                run.close()
+            runs.append(run)
+        return runs
+
     def contribution(self) -> Contribution:
         """This process's sums over the tasks finished since the last :meth:`apply`."""
-        sums = self._contribution()
-        sums.sums.update(self._losses.sums())
+        sums = dataclasses.replace(self._contribution(), losses=self._losses.sums())
         self._losses = LossLog()
         return sums
 
@@ -213,13 +323,15 @@ class MetaLearner(nn.Module, ABC):
         """The meta-step so far as plain tensors: the finished tasks' sums and, given its
         ``handle``, the running task's. A protocol whose tasks run for hours checkpoints
         this inside a meta-step; restore it with :meth:`load_progress_state`."""
-        raise NotImplementedError(f"{self.name} cannot be checkpointed inside a meta-step")
+        raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed inside a "
+                                  "meta-step")
 
     def load_progress_state(self, state: dict[str, Any], handle: TaskHandle | None = None
                             ) -> None:
         """Restore :meth:`progress_state`; a running task's part into ``handle``, whose task
         was begun on a model with its parameters and optimizer already restored."""
-        raise NotImplementedError(f"{self.name} cannot be checkpointed inside a meta-step")
+        raise NotImplementedError(f"{type(self).__name__} cannot be checkpointed inside a "
+                                  "meta-step")
 
     def step_meta_optimizer(self) -> None:
         """Step θ⁰ with the meta-gradient now in ``.grad``, then clear it."""
@@ -327,7 +439,7 @@ class LossLog:
         self.tasks += 1
 
     def sums(self) -> dict[str, Tensor]:
-        """The sums as :class:`Contribution` entries (``"finished"``: tasks, dropped or not)."""
+        """The sums, :attr:`Contribution.losses` (``"finished"``: tasks, dropped or not)."""
         zero = torch.zeros(())
         return {"finished": torch.tensor(self.tasks),
                 **{k: self.totals.get(k, zero) for k in self.KEYS}}
@@ -341,10 +453,10 @@ class LossLog:
     @classmethod
     def metrics(cls, contribution: Contribution) -> dict[str, float]:
         """Mean losses over the finished tasks, and their number."""
-        tasks = contribution.count("finished")
+        tasks = int(contribution.losses["finished"])
         if not tasks:
             return {"tasks": 0.0}
-        first, last, final = (torch.stack([contribution.sums[k] for k in cls.KEYS]) / tasks
+        first, last, final = (torch.stack([contribution.losses[k] for k in cls.KEYS]) / tasks
                               ).tolist()
         return {"loss_first": first, "loss_last": last, "loss_final": final,
                 "tasks": float(tasks)}
@@ -389,25 +501,6 @@ class FlatMean:
             add_mean_to_grad(self.params, contribution.sums["grad"], kept)
 
 
-@dataclass
-class MetaOptions:
-    """Settings of a method that steps θ⁰ with a meta-optimizer."""
-
-    meta_lr: float = 0.1
-    """learning rate of the meta-optimizer (0.1 in docs/experiments.md; the paper's FOMAML
-    used 0.5)"""
-    meta_optimizer: str = "sgd"
-    """the meta-optimizer over θ⁰: "sgd" (the paper's Omniglot choice) or "adam" (Multi-CV)"""
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first impossible setting."""
-        if not (math.isfinite(self.meta_lr) and self.meta_lr > 0):
-            raise ValueError(f"meta_lr must be a positive number, got {self.meta_lr}")
-        if self.meta_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got "
-                             f"{self.meta_optimizer!r}")
-
-
 class ThetaLearner(MetaLearner):
     """A learner holding θ⁰ itself and stepping it with a meta-optimizer (Reptile, FOMAML, MAML).
 
@@ -443,7 +536,8 @@ class ThetaLearner(MetaLearner):
     def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
              index: int = 0) -> Iterator[TaskHandle]:
         if model is None or optimizer is None:
-            raise ValueError(f"{self.name} needs the task's model and its inner optimizer")
+            raise ValueError(f"{type(self).__name__} needs the task's model and its inner "
+                             "optimizer")
         with running(self.Handle(self, model, optimizer, self.begin(model))) as handle:
             yield handle
 
@@ -466,5 +560,5 @@ def running(handle: TaskHandle) -> Iterator[TaskHandle]:
     """Yield ``handle``; a task that ends without ``finish`` raises (it contributed nothing)."""
     yield handle
     if not handle.finished:
-        raise RuntimeError(f"a {handle.learner.name} task ended without finish(final_loss): "
+        raise RuntimeError(f"a {type(handle.learner).__name__} task ended without finish: "
                            "it was discarded")

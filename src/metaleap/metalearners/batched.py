@@ -40,6 +40,9 @@ class BatchedTasks:
     sequential handle does); a method adds its contribution in :meth:`_finish`.
     """
 
+    #: Whether :meth:`finish` needs ∇f(θ^K) of every task's query loss (FOMAML).
+    query_grad = False
+
     def __init__(self, learner: MetaLearner, names: Sequence[str], count: int) -> None:
         self.learner, self.names, self.count = learner, list(names), count
         self.first: Tensor | None = None
@@ -57,10 +60,11 @@ class BatchedTasks:
     def finish(self, params: Stacked, final_losses: Tensor, query_grads: Stacked | None,
                buffers: Stacked) -> None:
         """Close every task at θ^K with f(θ^K) (``final_losses``); ``query_grads`` is
-        ∇f(θ^K) of those losses when the method asked for it (``query_grad``), ``buffers``
+        ∇f(θ^K) of those losses when the method asks for it (:attr:`query_grad`), ``buffers``
         the tasks' final buffers. Folds the tasks into the learner in task order."""
         if self.first is None or self.last is None:
-            raise RuntimeError(f"{self.learner.name}: finish() before any step was observed")
+            raise RuntimeError(f"{type(self.learner).__name__}: finish() before any step was "
+                               "observed")
         final_losses = final_losses.detach()
         with torch.no_grad():
             self._finish(params, final_losses, query_grads, buffers)
@@ -158,6 +162,8 @@ class ReptileDeltas(BatchedTasks):
 
 class QueryGradients(BatchedTasks):
     """FOMAML's ∇f(θ^K) of each task's query loss, folded into the mean in task order."""
+
+    query_grad = True
 
     def __init__(self, learner: MetaLearner, names: Sequence[str], mean: FlatMean,
                  count: int) -> None:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metaleap.metalearners.base import MetaOptions, ThetaHandle, ThetaLearner
+from metaleap.metalearners.base import ThetaHandle, ThetaLearner
 from metaleap.metalearners.batched import BatchedTasks, QueryGradients
 
 
 class _FOMAMLHandle(ThetaHandle):
+    query_grad = True
+
     def _finish(self, final_loss: Tensor) -> None:
         if not final_loss.requires_grad:
             raise ValueError("FOMAML needs the query loss with its graph (not under no_grad)")
@@ -23,12 +25,9 @@ class _FOMAMLHandle(ThetaHandle):
 
 
 class FOMAML(ThetaLearner):
-    """First-order MAML; ``options`` as :class:`~metaleap.metalearners.base.MetaOptions`."""
+    """First-order MAML; ``options`` as :class:`~metaleap.methods.MetaOptions`."""
 
-    name, label, color = "fomaml", "FOMAML", "tab:purple"
-    Options = MetaOptions
     Handle = _FOMAMLHandle
-    query_grad = True
 
     def batched(self, count: int) -> BatchedTasks:
         return QueryGradients(self, self.theta.names, self.mean, count)

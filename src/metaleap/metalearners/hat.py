@@ -29,42 +29,20 @@ N(0, 1) and are clamped to ±``clamp`` after each step, as in the authors' imple
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaleap.metalearners.sequential import SequentialLearner, SequentialTask, check_index
+from metaleap.methods import HATOptions
 from metaleap.models import init_modules
 from metaleap.seeding import generator as make_generator
 
 #: cosh(s e) is evaluated with s e clipped to this magnitude (float32 range).
 COSH_LIMIT = 50.0
-
-
-@dataclass
-class HATOptions:
-    """HAT's settings (the paper's values)."""
-
-    s_max: float = 400.0
-    """the largest gate scale s_max: the evaluation gate is σ(s_max e)"""
-    c: float = 0.75
-    """strength c of the attention regulariser, eq. (5)"""
-    clamp: float = 6.0
-    """embeddings are clamped to ±clamp after each step"""
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first impossible setting."""
-        if not (math.isfinite(self.s_max) and self.s_max >= 1):
-            raise ValueError(f"s_max must be at least 1, got {self.s_max}")
-        if not (math.isfinite(self.c) and self.c >= 0):
-            raise ValueError(f"c must be a non-negative number, got {self.c}")
-        if not (math.isfinite(self.clamp) and self.clamp > 0):
-            raise ValueError(f"clamp must be a positive number, got {self.clamp}")
 
 
 class HAT(SequentialLearner):
@@ -74,8 +52,6 @@ class HAT(SequentialLearner):
     attention a^{<t} (blocks × channels), updated when a task ends.
     """
 
-    name, label, color = "hat", "HAT", "tab:pink"
-    Options = HATOptions
 
     def __init__(self, num_classes: Sequence[int], options: HATOptions | None = None, *,
                  channels: int, blocks: int, seed: int, image_size: int = 28) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,42 +20,19 @@ from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
     Context,
     MetaLearner,
-    MetaOptions,
     TaskHandle,
     excluder,
     make_meta_optimizer,
     running,
 )
 from metaleap.metalearners.batched import BatchedTasks, LeapPaths
-
-
-@dataclass
-class LeapOptions(MetaOptions):
-    """Leap's settings (docs/leap.md); the meta-optimizer's as :class:`MetaOptions`."""
-
-    metric: str = "length"
-    """"length" (p = 1, the paper's choice) or "energy" (p = 2) of the learning path"""
-    loss_term: bool = True
-    """include the loss coordinate f(θ) in the path γ = (θ, f(θ))"""
-    stabilizer: bool = True
-    """use −|Δf| for Δf, so a step where the loss rose still pulls along −∇f (needs loss_term)"""
-    buffers: str = "reset"
-    """BatchNorm statistics: "reset" to θ⁰'s at each task, or "average" the tasks' final ones"""
-
-    def check(self) -> None:
-        super().check()
-        if self.metric not in ("length", "energy"):
-            raise ValueError(f"metric must be 'length' or 'energy', got {self.metric!r}")
-        if self.buffers not in ("reset", "average"):
-            raise ValueError(f"buffers must be 'reset' or 'average', got {self.buffers!r}")
-        if self.stabilizer and not self.loss_term:
-            raise ValueError("stabilizer=true needs loss_term=true (it acts on the loss term)")
+from metaleap.methods import LeapOptions
 
 
 class _LeapHandle(TaskHandle):
     def __init__(self, learner: LeapLearner, model: nn.Module,
                  optimizer: torch.optim.Optimizer, core: LeapTask) -> None:
-        super().__init__(learner, model, optimizer)
+        super().__init__(learner, model, optimizer, model)
         self.core = core
 
     def report(self, loss: Tensor) -> None:
@@ -75,9 +51,6 @@ class LeapLearner(MetaLearner):
         options: :class:`LeapOptions`.
         context: ``exclude`` names per-task parameters (e.g. a fresh head), not in θ⁰.
     """
-
-    name, label, color = "leap", "Leap", "tab:orange"
-    Options = LeapOptions
 
     def __init__(self, model: nn.Module, options: LeapOptions | None = None,
                  context: Context = DEFAULT_CONTEXT) -> None:

@@ -17,14 +17,16 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metaleap.metalearners.base import MetaOptions, TaskHandle, ThetaLearner, running
+from metaleap.metalearners.base import TaskHandle, ThetaLearner, running
 
 
 class _MAMLHandle(TaskHandle):
     """``model`` runs the caller's network at the current functional iterate θ^i."""
 
+    query_grad = True
+
     def __init__(self, learner: MAML, model: nn.Module, lr: float) -> None:
-        super().__init__(learner, self._forward, None)
+        super().__init__(learner, self._forward, None, model)
         self.net, self.lr = model, lr
         theta = dict(learner.theta.items())
         # θ⁰ itself (so the graph reaches it), plus fresh leaves for per-task parameters
@@ -54,16 +56,12 @@ class _MAMLHandle(TaskHandle):
 
 
 class MAML(ThetaLearner):
-    """Second-order MAML; ``options`` as :class:`~metaleap.metalearners.base.MetaOptions`.
+    """Second-order MAML; ``options`` as :class:`~metaleap.methods.MetaOptions`.
 
     ``task(model, optimizer)`` takes the inner learning rate from ``optimizer``, which must be
     plain SGD (no momentum, weight decay or schedule): MAML differentiates through its steps,
     taken functionally; ``model`` is never modified.
     """
-
-    name, label, color = "maml", "MAML", "tab:red"
-    Options = MetaOptions
-    query_grad = True
 
     @contextmanager
     def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,

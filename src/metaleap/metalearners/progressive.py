@@ -22,27 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from metaleap.metalearners.sequential import SequentialLearner, SequentialTask, check_index
+from metaleap.methods import ProgressiveOptions
 from metaleap.models import init_modules
 from metaleap.seeding import generator as make_generator
-
-
-@dataclass
-class ProgressiveOptions:
-    """Settings of progressive networks."""
-
-    alpha: float = 0.1
-    """the adapters' scales α start uniform in [0, alpha) ("a random small value")"""
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first impossible setting."""
-        if not 0 < self.alpha <= 1:
-            raise ValueError(f"alpha must lie in (0, 1], got {self.alpha}")
 
 
 class _Adapter(nn.Module):
@@ -105,8 +92,6 @@ class ProgressiveNets(SequentialLearner):
     stepped. Weights come from the stream ``(seed, "progressive")``, column after column.
     """
 
-    name, label, color = "progressive", "Progressive Nets", "tab:brown"
-    Options = ProgressiveOptions
 
     def __init__(self, num_classes: Sequence[int], options: ProgressiveOptions | None = None,
                  *, channels: int, blocks: int, seed: int, image_size: int = 28) -> None:

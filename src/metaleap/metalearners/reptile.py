@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metaleap.metalearners.base import MetaOptions, ThetaHandle, ThetaLearner
+from metaleap.metalearners.base import ThetaHandle, ThetaLearner
 from metaleap.metalearners.batched import BatchedTasks, ReptileDeltas
 
 
@@ -23,10 +23,8 @@ class _ReptileHandle(ThetaHandle):
 
 
 class Reptile(ThetaLearner):
-    """Reptile; ``options`` as :class:`~metaleap.metalearners.base.MetaOptions`."""
+    """Reptile; ``options`` as :class:`~metaleap.methods.MetaOptions`."""
 
-    name, label, color = "reptile", "Reptile", "tab:green"
-    Options = MetaOptions
     Handle = _ReptileHandle
 
     def batched(self, count: int) -> BatchedTasks:

@@ -3,7 +3,7 @@ random init."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -11,20 +11,17 @@ from torch import Tensor, nn
 from metaleap.leap import Contribution
 from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
+    ONE_PROCESS,
     Context,
+    MetaBatchTask,
     MetaLearner,
     NamedTensors,
+    Processes,
     TaskHandle,
+    TaskRun,
     excluder,
 )
-
-
-@dataclass
-class ScratchOptions:
-    """No pretraining has no settings."""
-
-    def check(self) -> None:
-        """Nothing to check."""
+from metaleap.methods import NoOptions
 
 
 class Scratch(MetaLearner):
@@ -34,11 +31,7 @@ class Scratch(MetaLearner):
     :meth:`initialization`, as for the other methods.
     """
 
-    name, label, color = "scratch", "No pretraining", "tab:gray"
-    Options = ScratchOptions
-    meta_trains = False
-
-    def __init__(self, model: nn.Module, options: ScratchOptions | None = None,
+    def __init__(self, model: nn.Module, options: NoOptions | None = None,
                  context: Context = DEFAULT_CONTEXT) -> None:
         super().__init__()
         excluded = excluder(model, context.exclude)
@@ -49,6 +42,11 @@ class Scratch(MetaLearner):
     def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
              index: int = 0) -> TaskHandle:
         raise RuntimeError("no pretraining does not meta-train: it has no tasks")
+
+    def meta_step(self, tasks: Sequence[MetaBatchTask], processes: Processes = ONE_PROCESS
+                  ) -> tuple[list[TaskRun], dict[str, float]]:
+        """Nothing: no task is read, θ⁰ stays as it is."""
+        return [], {}
 
     def _contribution(self) -> Contribution:
         return Contribution({})

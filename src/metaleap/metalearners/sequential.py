@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, ClassVar
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -70,19 +70,12 @@ class SequentialLearner(nn.Module, ABC):
     Args (of every subclass):
         num_classes: each task's number of classes, in the order the tasks are learned
             (pretraining tasks, then the new one).
-        options: the method's ``Options`` dataclass.
+        options: the method's options dataclass (its registry entry's, :mod:`metaleap.methods`).
         channels, blocks: the width and depth of the convolutional blocks (as
             :class:`~metaleap.models.ConvNet`: 3×3 conv, BatchNorm, ReLU, 2× max-pool).
         seed: every weight is drawn from streams of this seed.
         image_size: input height and width (one channel).
     """
-
-    name: ClassVar[str]
-    label: ClassVar[str]
-    color: ClassVar[str]
-    Options: ClassVar[type]
-    #: Its pretraining tasks are its "meta-steps" (one each, in order).
-    meta_trains: ClassVar[bool] = True
 
     def __init__(self, num_classes: Sequence[int], blocks: int, image_size: int) -> None:
         super().__init__()
@@ -116,4 +109,5 @@ class SequentialLearner(nn.Module, ABC):
 def check_index(learner: SequentialLearner, index: int) -> None:
     """``index`` names one of the learner's tasks."""
     if not 0 <= index < len(learner.num_classes):
-        raise IndexError(f"{learner.name} holds {len(learner.num_classes)} tasks, not {index}")
+        raise IndexError(f"{type(learner).__name__} holds {len(learner.num_classes)} tasks, "
+                         f"not {index}")

@@ -1,27 +1,27 @@
 """The classic supervised meta-step (docs/experiments.md), built on the per-task interface.
 
 Each task of a meta-batch starts from θ⁰ (its per-task parameters, such as a fresh head,
-reset to their starting values), trains K plain-SGD steps on its batches, and closes with the
-loss of one more batch, f(θ^K). Finetuning's tasks share one network, so their steps are
-interleaved: one batch of each unfinished task in turn. Then the meta-learner's contribution
-is reduced (across processes, if any) and applied.
+reset to their starting values), trains K plain-SGD steps on its batches, and closes with
+the loss of one more batch, f(θ^K). The learner decides how the tasks train
+(:meth:`~metaleap.metalearners.MetaLearner.meta_step`: one after another, or interleaved on
+finetuning's shared network) and which of them this process trains; then its contribution is
+reduced across processes and applied.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
-from metaleap.leap import Reduce, single_process
 from metaleap.metalearners.base import (
-    Batch,
+    ONE_PROCESS,
     LossFn,
     MetaLearner,
     NamedTensors,
+    Processes,
     TaskHandle,
     TaskStream,
     with_last,
@@ -33,9 +33,9 @@ class SupervisedMetaStep:
 
     Args:
         learner: any :class:`MetaLearner`.
-        model: the network each task trains (unused by interleaved learners, which train
-            their own); its parameters outside the learner's initialization are per-task and
-            are reset to their present values at the start of every task.
+        model: the network each task trains (unused by finetuning, which trains its own);
+            its parameters outside the learner's initialization are per-task and are reset
+            to their present values at the start of every task.
         inner_lr: learning rate of the inner SGD.
         loss_fn: the task loss, ``loss_fn(outputs, y)``.
 
@@ -52,52 +52,60 @@ class SupervisedMetaStep:
         self.per_task = NamedTensors({n: p for n, p in model.named_parameters()
                                       if n not in learned}, parameters=False)
 
-    def __call__(self, tasks: Sequence[TaskStream], reduce: Reduce = single_process
+    def __call__(self, tasks: Sequence[TaskStream], processes: Processes = ONE_PROCESS
                  ) -> dict[str, float]:
-        """Adapt from θ⁰ on every task and take one meta-step; returns the metrics."""
-        if not self.learner.meta_trains:
-            return {}
-        if self.learner.interleaved:
-            self.run_interleaved(tasks)
-        else:
-            for task in tasks:
-                self.run_task(task)
-        return self.learner.meta_update(reduce)
+        """Adapt from θ⁰ on every task (this process's share) and take one meta-step;
+        returns the metrics."""
+        return self.learner.meta_step([_Supervised(self, task) for task in tasks],
+                                      processes)[1]
 
-    def _final(self, handle: TaskHandle, batch: Batch) -> None:
-        x, y = batch
-        with torch.set_grad_enabled(self.learner.query_grad):
-            handle.finish(self.loss_fn(handle.model(x), y))
+    def train(self, tasks: Sequence[TaskStream]) -> None:
+        """Adapt from θ⁰ on every task and finish each, without the meta-update: the
+        learner keeps their contribution (:meth:`MetaLearner.contribution`)."""
+        self.learner.train_tasks([_Supervised(self, task) for task in tasks])
 
-    def run_task(self, task: TaskStream) -> None:
-        """Train one task from θ⁰ on its batches and finish it (its contribution is kept)."""
-        model = self.model
+
+class _Supervised:
+    """One :class:`TaskStream` as a :class:`~metaleap.metalearners.base.MetaBatchTask`."""
+
+    def __init__(self, step: SupervisedMetaStep, task: TaskStream) -> None:
+        self.step, self.index, self.batches = step, task.index, task.batches
+
+    def model(self) -> nn.Module:
+        model = self.step.model
         model.train()
-        self.per_task.load_into(model)
-        opt = torch.optim.SGD(model.parameters(), lr=self.inner_lr)
-        with self.learner.task(model, opt, index=task.index) as t:
-            for (x, y), last in with_last(task.batches):
-                if last:
-                    self._final(t, (x, y))
-                else:
-                    t.step(self.loss_fn(t.model(x), y))
+        self.step.per_task.load_into(model)
+        return model
 
-    def run_interleaved(self, tasks: Sequence[TaskStream]) -> None:
-        """Train the tasks of a shared network, their steps interleaved, and finish each."""
-        with ExitStack() as stack:
-            handles = [stack.enter_context(self.learner.task(None, None, index=task.index))
-                       for task in tasks]
-            streams = [with_last(task.batches) for task in tasks]
-            query: list[Batch | None] = [None] * len(tasks)
-            active = list(range(len(tasks)))
-            while active:  # round-robin: one inner batch of each unfinished task in turn
-                for i in list(active):
-                    (x, y), last = next(streams[i])
-                    if last:
-                        query[i] = (x, y)
-                        active.remove(i)
-                    else:
-                        handles[i].step(self.loss_fn(handles[i].model(x), y))
-            for handle, batch in zip(handles, query, strict=True):
-                self._final(handle, batch)  # type: ignore[arg-type]
+    def optimizer(self, params: Iterable[Tensor], momentum: float = 0.0
+                  ) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.step.inner_lr, momentum=momentum)
 
+    def start(self, handle: TaskHandle) -> _Steps:
+        return _Steps(handle, self.batches, self.step.loss_fn)
+
+
+class _Steps:
+    """Inner steps on a stream's batches; its extra batch gives f(θ^K)."""
+
+    def __init__(self, handle: TaskHandle, batches: Iterable[tuple[Tensor, Tensor]],
+                 loss_fn: LossFn) -> None:
+        self.handle, self.loss_fn = handle, loss_fn
+        self.stream = with_last(batches)
+        self.query: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.query is not None
+
+    def advance(self) -> None:
+        (x, y), last = next(self.stream)
+        if last:
+            self.query = (x, y)
+        else:
+            self.handle.step(self.loss_fn(self.handle.model(x), y))
+
+    def close(self) -> None:
+        assert self.query is not None
+        x, y = self.query
+        self.handle.close(lambda: self.loss_fn(self.handle.model(x), y))

@@ -1,41 +1,28 @@
-"""What every protocol shares: configurations with presets and overrides, and the run shape.
+"""The run shape every protocol shares: the contract between a protocol and the trainer.
 
-A protocol is four things: its config dataclass (every number, one source of truth, with
-presets), its task source, its evaluation and its summary. It hands the generic meta-trainer
-(:mod:`metaleap.protocols.trainer`) one :class:`MethodRun` per (seed, method); the trainer
-owns resume, validation curves, checkpoints, the divergence check, logging and progress.
-
-Settings are given as ``key=value`` (``--set``): a global field of the config, or
-``METHOD.key=value`` for one method only, either a per-method field of the protocol (such as
-``inner_steps``) or a field of the method's options dataclass (such as ``leap.metric``).
+A protocol (a package of :mod:`metaleap.protocols`) binds its config and data in a
+:class:`StudyProtocol`, which yields one :class:`MethodRun` per (seed, method). The generic
+trainer (:mod:`metaleap.protocols.trainer`) drives each run: it resumes it, calls
+:meth:`MethodRun.meta_step` and :meth:`MethodRun.evaluate` with a :class:`RunContext`
+(progress saved inside the step by an interrupted run, and a way to save more), validates,
+checkpoints and reports to a :class:`Store`.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
-import itertools
-import math
-import textwrap
-import typing
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 from torch import Tensor
 
-from metaleap.leap import Contribution
-from metaleap.metalearners import ALL_METHODS, MetaLearner, make_options
+from metaleap import seeding
+from metaleap.metalearners.base import ONE_PROCESS, Processes
+from metaleap.tasks.base import Task
 
-C = TypeVar("C")
-T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; raised before any work is done."""
+K = TypeVar("K")
 
 
 class DivergedError(RuntimeError):
@@ -44,209 +31,6 @@ class DivergedError(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint that does not fit the run it should resume."""
-
-
-def parse_value(text: str, like: Any, key: str) -> Any:
-    """``text`` as the type of ``like`` (bool, int, float, str or a comma-separated list)."""
-    try:
-        if isinstance(like, bool):
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            return text.lower() in ("true", "1", "yes")
-        if isinstance(like, list):
-            items = [t for t in text.split(",") if t]
-            return [parse_value(t, like[0], key) for t in items] if like else items
-        return type(like)(text)
-    except ValueError:
-        raise ConfigError(f"--set {key}={text}: expected {type(like).__name__}") from None
-
-
-def field_docs(cls: type) -> dict[str, str]:
-    """Each dataclass field's docstring (the string literal under it), bases included."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError):
-            continue
-        body = tree.body[0].body  # type: ignore[attr-defined]
-        for node, after in itertools.pairwise(body):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
-                    and isinstance(after.value.value, str)):
-                docs[node.target.id] = " ".join(after.value.value.split())
-    return docs
-
-
-def describe_settings(cfg: Any) -> str:
-    """Every setting of ``cfg``, ``key = value  # doc``: the global fields, then for each of
-    its methods the per-method protocol fields and the method's options (``METHOD.key``)."""
-    docs = field_docs(type(cfg))
-    lines = [f"{f.name} = {getattr(cfg, f.name)!r}  # {docs.get(f.name, '')}"
-             for f in dataclasses.fields(cfg) if f.name != "per_method"]
-    for method in cfg.methods:
-        options = cfg.options(method)
-        option_docs = field_docs(type(options))
-        lines += ["", f"# {ALL_METHODS[method].label}"]
-        lines += [f"{method}.{k} = {getattr(cfg.for_method(method), k)!r}"
-                  for k in cfg.PER_METHOD]
-        lines += [f"{method}.{f.name} = {getattr(options, f.name)!r}  # "
-                  f"{option_docs.get(f.name, '')}" for f in dataclasses.fields(options)]
-    return "\n".join(lines)
-
-
-def option_fields(method: str) -> dict[str, Any]:
-    """The default options of ``method`` as a dict."""
-    return dataclasses.asdict(ALL_METHODS[method].Options())
-
-
-class MethodConfig:
-    """Mixin for protocol configs with ``methods`` and sparse ``per_method`` settings.
-
-    A subclass lists in ``PER_METHOD`` the protocol fields a method may override; every
-    other ``METHOD.key`` must be a field of that method's options.
-    """
-
-    PER_METHOD: ClassVar[tuple[str, ...]] = ()
-    methods: list[str]
-    per_method: dict[str, dict[str, Any]]
-
-    def for_method(self: C, method: str) -> C:
-        """This config with ``method``'s protocol-field overrides applied."""
-        over = self.per_method.get(method, {})  # type: ignore[attr-defined]
-        return dataclasses.replace(self, **{k: v for k, v in over.items()  # type: ignore
-                                            if k in self.PER_METHOD})  # type: ignore
-
-    def options(self, method: str) -> Any:
-        """``method``'s options dataclass, with the overrides, checked."""
-        over = {k: v for k, v in self.per_method.get(method, {}).items()
-                if k not in self.PER_METHOD}
-        try:
-            return make_options(method, **over)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{method}: {e}") from None
-
-    def resolved_methods(self) -> dict[str, dict[str, Any]]:
-        """Every method's full settings: its protocol fields and its options."""
-        return {m: {**{k: getattr(self.for_method(m), k) for k in self.PER_METHOD},
-                    **dataclasses.asdict(self.options(m))} for m in self.methods}
-
-
-def _example(cfg: Any, key: str) -> Any:
-    """A value of field ``key``'s type: its value, or for an empty list one item of the
-    annotated type (``list[int]`` gives ``[0]``)."""
-    value = getattr(cfg, key)
-    if isinstance(value, list) and not value:
-        args = typing.get_args(typing.get_type_hints(type(cfg))[key])
-        return [args[0]()] if args else value
-    return value
-
-
-def apply_overrides(cfg: C, overrides: Sequence[str]) -> C:
-    """``cfg`` with ``key=value`` and ``METHOD.key=value`` overrides applied (parsed, not
-    checked: see the config's ``check``)."""
-    names = {f.name for f in dataclasses.fields(cfg)} - {"per_method"}  # type: ignore[arg-type]
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
-        method, dot, sub = key.partition(".")
-        if dot:
-            if method not in ALL_METHODS:
-                raise ConfigError(f"--set {key}: unknown method {method!r}")
-            options = option_fields(method)
-            per_method = cfg.PER_METHOD  # type: ignore[attr-defined]
-            if sub in per_method:
-                like = getattr(cfg, sub)
-            elif sub in options:
-                like = options[sub]
-            else:
-                raise ConfigError(
-                    f"--set {key}: a method may override {', '.join(per_method)} or its "
-                    f"options ({', '.join(options) or 'none'})")
-            per = {m: dict(v) for m, v in cfg.per_method.items()}  # type: ignore[attr-defined]
-            per.setdefault(method, {})[sub] = parse_value(text, like, key)
-            cfg = dataclasses.replace(cfg, per_method=per)  # type: ignore[type-var]
-        elif key in names:
-            cfg = dataclasses.replace(  # type: ignore[type-var]
-                cfg, **{key: parse_value(text, _example(cfg, key), key)})
-        else:
-            raise ConfigError(f"--set {key}: unknown key; known: {', '.join(sorted(names))}")
-    return cfg
-
-
-def resolve_preset(config: Callable[..., C], presets: dict[str, dict[str, Any]], preset: str,
-                   overrides: Sequence[str] = (), **fields: Any) -> C:
-    """``presets[preset]``, then ``fields``, then ``key=value`` overrides (``method.key=value``
-    for one method), checked by the config's ``check()``."""
-    if preset not in presets:
-        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(presets)}")
-    cfg = dataclasses.replace(config(**presets[preset]), **fields)  # type: ignore[type-var]
-    cfg = apply_overrides(cfg, overrides)
-    cfg.check()  # type: ignore[attr-defined]
-    return cfg
-
-
-# ---------------------------------------------------------------- value checks
-def at_least(cfg: Any, low: int, *names: str) -> None:
-    """Each named integer field is at least ``low``."""
-    for name in names:
-        if getattr(cfg, name) < low:
-            raise ConfigError(f"{name} must be at least {low}, got {getattr(cfg, name)}")
-
-
-def positive(cfg: Any, *names: str) -> None:
-    """Each named float field is a finite positive number."""
-    for name in names:
-        value = getattr(cfg, name)
-        if not (math.isfinite(value) and value > 0):
-            raise ConfigError(f"{name} must be a positive number, got {value}")
-
-
-# ---------------------------------------------------------------- the run shape
-def _local_sum(tensor: Tensor) -> Tensor:
-    return tensor
-
-
-@dataclass(frozen=True)
-class Processes:
-    """This process's place among the processes that share a study (1 of 1 by default).
-
-    ``all_sum`` sums a tensor over every process and returns the result on each (the
-    all-reduce of :mod:`metaleap.distributed`); with one process it returns its input.
-    """
-
-    rank: int = 0
-    world: int = 1
-    all_sum: Callable[[Tensor], Tensor] = _local_sum
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: the process that writes."""
-        return self.rank == 0
-
-    def share(self, items: Sequence[T]) -> list[T]:
-        """This process's contiguous block of a list that every process holds; the first
-        ``len % world`` processes take one item more. Contiguous blocks keep the order of the
-        sums: the all-reduce then adds whole partial sums of consecutive tasks."""
-        size, extra = divmod(len(items), self.world)
-        start = self.rank * size + min(self.rank, extra)
-        return list(items[start:start + size + (self.rank < extra)])
-
-    def barrier(self) -> None:
-        """Wait until every process gets here."""
-        if self.world > 1:
-            self.all_sum(torch.zeros(1))
-
-    def reduce(self, contribution: Contribution) -> Contribution:
-        """A meta-learner's contribution summed over processes, in one all-reduce."""
-        if self.world == 1:
-            return contribution
-        first = next(iter(contribution.sums.values()))
-        return contribution.unflat(self.all_sum(contribution.flat(first.device)))
-
-
-ONE_PROCESS = Processes()
 
 
 class Store(Protocol):
@@ -266,6 +50,37 @@ class Store(Protocol):
                               metadata: dict[str, str]) -> None: ...
 
 
+class Learner(Protocol):
+    """What the trainer needs of a run's learner: a
+    :class:`~metaleap.metalearners.MetaLearner` or a
+    :class:`~metaleap.metalearners.SequentialLearner`."""
+
+    def initialization(self) -> dict[str, Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> Any: ...
+
+    def extra_state(self) -> dict[str, Any]: ...
+
+    def load_extra_state(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the trainer hands a meta-step or the evaluation.
+
+    ``resumed``: the progress an interrupted run saved inside this very meta-step (or
+    evaluation), ``None`` when it starts afresh. ``save(progress)`` checkpoints ``progress``
+    (plain tensors and data) with the learner's state and the run's own, so a run killed
+    inside a long step resumes there. ``bars``: whether to show progress bars.
+    """
+
+    resumed: dict[str, Any] | None = None
+    save: Callable[[dict[str, Any]], None] = lambda progress: None
+    bars: bool = False
+
+
 class MethodRun(ABC):
     """One method on one seed, as a protocol defines it; the trainer drives it.
 
@@ -277,7 +92,7 @@ class MethodRun(ABC):
 
     method: str
     seed: int
-    learner: MetaLearner
+    learner: Learner
     meta_steps: int
     eval_every: int
     checkpoint_every: int
@@ -287,7 +102,7 @@ class MethodRun(ABC):
         return f"seed{self.seed}-{self.method}"
 
     @abstractmethod
-    def meta_step(self, step: int) -> dict[str, float]:
+    def meta_step(self, step: int, context: RunContext) -> dict[str, float]:
         """Meta-step number ``step`` (0-based); returns its metrics."""
 
     @abstractmethod
@@ -295,7 +110,7 @@ class MethodRun(ABC):
         """The validation record after ``step`` meta-steps, or None without validation."""
 
     @abstractmethod
-    def evaluate(self, init: dict[str, Tensor], progress: bool) -> dict[str, Any]:
+    def evaluate(self, init: dict[str, Tensor], context: RunContext) -> dict[str, Any]:
         """The (seed, method) result: held-out tasks trained from the initialization."""
 
     @abstractmethod
@@ -318,17 +133,13 @@ class MethodRun(ABC):
         after every meta-step."""
         return False
 
-    def save_progress(self, step: int, progress: dict[str, Any]) -> None:
-        """Checkpoint ``progress`` (plain tensors and data) as the run's state inside
-        meta-step ``step`` (or the evaluation, with ``step`` the meta-steps run), with the
-        learner's; on resume :meth:`load_state` receives it. The trainer sets this."""
-        raise RuntimeError("save_progress is set by the trainer (metaleap.protocols.trainer)")
-
 
 class StudyProtocol(ABC):
-    """A protocol bound to its configuration and data: its runs and their summary."""
+    """A protocol bound to its configuration, data, device and processes: its runs."""
 
     name: ClassVar[str]
+    device: torch.device
+    processes: Processes = ONE_PROCESS
 
     @abstractmethod
     def config_record(self) -> dict[str, Any]:
@@ -341,3 +152,31 @@ class StudyProtocol(ABC):
     @abstractmethod
     def runs(self) -> Iterator[MethodRun]:
         """Every (seed, method) run, in order."""
+
+    def notes(self) -> list[str]:
+        """Lines the command prints before the study runs (none by default)."""
+        return []
+
+
+class SeedTasks(Generic[K]):
+    """One seed's tasks on a device, each built on first use (``build(key, seed)``) and kept
+    until another seed is asked for: a study runs its seeds one after another."""
+
+    def __init__(self, build: Callable[[K, int], Task], device: torch.device) -> None:
+        self.build, self.device = build, device
+        self._tasks: dict[K, Task] = {}
+        self._seed: int | None = None
+
+    def get(self, key: K, seed: int) -> Task:
+        if seed != self._seed:
+            self._tasks, self._seed = {}, seed
+        if key not in self._tasks:
+            self._tasks[key] = self.build(key, seed).to(self.device)
+        return self._tasks[key]
+
+
+def meta_batch_picks(pool: int, size: int, seed: int, step: int) -> list[int]:
+    """Positions in a pool of ``pool`` pretraining tasks forming meta-step ``step``'s batch
+    (``size`` at most): the stream (seed, "meta-batch", step), identical for every method."""
+    order = torch.randperm(pool, generator=seeding.generator(seed, "meta-batch", step))
+    return order[:min(size, pool)].tolist()

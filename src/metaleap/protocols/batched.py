@@ -24,28 +24,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaleap.leap import Reduce, single_process
-from metaleap.metalearners import MetaLearner, TaskStream
+from metaleap.choices import TASK_BATCHING
+from metaleap.metalearners import ONE_PROCESS, MetaLearner, Processes, TaskStream
 from metaleap.metalearners.base import Batch, with_last
 from metaleap.protocols.evaluation import Curve, error_rate
 from metaleap.stacked import StackedNet, stackable
 from metaleap.tasks.base import Augment, Task, batches
-
-MODES = ("auto", "on", "off")
 
 
 def use_task_batching(mode: str, device: torch.device | str) -> bool:
     """Whether ``mode`` batches tasks on ``device``: ``"on"``, ``"off"``, or ``"auto"``: on
     CUDA only (on this project's CPU the batched step measured slower than the sequential
     one: docs/benchmarks.md, "Batched tasks")."""
-    if mode not in MODES:
-        raise ValueError(f"task_batching must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode not in TASK_BATCHING:
+        raise ValueError(f"task_batching must be one of {', '.join(TASK_BATCHING)}, got {mode!r}")
     return mode == "on" or (mode == "auto" and torch.device(device).type == "cuda")
 
 
 def has_batched_form(learner: MetaLearner, model: nn.Module) -> bool:
     """Whether ``learner``'s meta-training has a batched form on ``model``."""
-    return learner.meta_trains and learner.batched(1) is not None and stackable(model)
+    return learner.batched(1) is not None and stackable(model)
 
 
 def task_losses(logits: Tensor, y: Tensor) -> Tensor:
@@ -80,18 +78,20 @@ class BatchedMetaStep:
 
     def __init__(self, learner: MetaLearner, model: nn.Module, *, inner_lr: float) -> None:
         if not has_batched_form(learner, model):
-            raise ValueError(f"{learner.name} has no batched form on this model")
+            raise ValueError(f"{type(learner).__name__} has no batched form on this model")
         self.learner, self.model, self.inner_lr = learner, model, inner_lr
         learned = learner.initialization()
         self.start = {n: t.detach().clone() for n, t in model.state_dict().items()
                       if n not in learned}
 
-    def __call__(self, tasks: Sequence[TaskStream], reduce: Reduce = single_process
+    def __call__(self, tasks: Sequence[TaskStream], processes: Processes = ONE_PROCESS
                  ) -> dict[str, float]:
-        """Adapt from θ⁰ on every task, all at once, and take one meta-step."""
-        if tasks:
-            self.run(tasks)
-        return self.learner.meta_update(reduce)
+        """Adapt from θ⁰ on this process's share of the tasks, all at once, and take one
+        meta-step on the sums of every process."""
+        mine = self.learner.share(tasks, processes)
+        if mine:
+            self.run(mine)
+        return self.learner.meta_update(processes.reduce)
 
     def run(self, tasks: Sequence[TaskStream]) -> None:
         """Train the tasks together and fold them into the learner's meta-batch."""
@@ -114,10 +114,10 @@ class BatchedMetaStep:
             handle.observe(net.params, {n: torch.zeros_like(p) if p.grad is None else p.grad
                                         for n, p in net.params.items()}, losses)  # None: 0
             _sgd(params, self.inner_lr)
-        with torch.set_grad_enabled(learner.query_grad):
+        with torch.set_grad_enabled(handle.query_grad):
             final = task_losses(net(x), y)
         grads = None
-        if learner.query_grad:  # ∇f(θ^K) of each task's query loss
+        if handle.query_grad:  # ∇f(θ^K) of each task's query loss
             wanted = [net.params[n] for n in handle.names]
             found = torch.autograd.grad(final.sum(), wanted, allow_unused=True)
             grads = {n: torch.zeros_like(p) if g is None else g

@@ -1,12 +1,15 @@
 """The generic meta-trainer: every protocol's (seed, method) runs go through :func:`train`.
 
-It resumes from the store's checkpoint (a protocol with long meta-steps also saves progress
-inside them: :meth:`MethodRun.save_progress`), logs a validation record before the first
-meta-step and every ``eval_every`` steps, stops with :class:`DivergedError` when the
-initialization stops being finite, checkpoints every ``checkpoint_every`` steps (with the
-run's own :meth:`MethodRun.state`), ends meta-training early when :meth:`MethodRun.stopped`
-says so, then evaluates and exports the initialization. A run that finished is read back
-from the store and not run again.
+It resumes from the store's checkpoint, logs a validation record before the first meta-step
+and every ``eval_every`` steps, stops with :class:`DivergedError` when the initialization
+stops being finite, checkpoints every ``checkpoint_every`` steps, ends meta-training early
+when :meth:`MethodRun.stopped` says so, then evaluates and exports the initialization. A run
+that finished is read back from the store and not run again.
+
+A checkpoint holds, in separate slots: the step count, the learner's module state and extra
+state (its meta-optimizer), the run's own :meth:`MethodRun.state` (an early-stopping
+counter, held-out results on the way) and, when a run saved it through its
+:class:`RunContext` inside a long meta-step or evaluation, that step's progress.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from metaleap import methods
 from metaleap.devices import thread_warning
 from metaleap.protocols.base import (
     CheckpointError,
     DivergedError,
     MethodRun,
+    RunContext,
     Store,
     StudyProtocol,
 )
@@ -32,30 +37,34 @@ from metaleap.protocols.base import (
 def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]:
     """Meta-train ``run`` (resuming from ``store``), evaluate it and return its result."""
     learner, key = run.learner, run.key
-    start = 0
+    start, resumed = 0, None
     state = store.load_state(key)
     if state is not None:
         try:
             learner.load_state_dict(state["module"])
             learner.load_extra_state(state["extra"])
-            run.load_state(state["extra"].get("run", {}))
+            run.load_state(state.get("run", {}))
         except (KeyError, RuntimeError, TypeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"checkpoints/{key}.pt does not fit {run.method} ({first}): delete it to "
                 "restart this (seed, method) from scratch") from None
-        start = int(state["step"])
+        start, resumed = int(state["step"]), state.get("progress")
 
-    def extra() -> dict[str, Any]:
+    def save(step: int, progress: dict[str, Any] | None = None) -> None:
         own = run.state()
-        return {**learner.extra_state(), **({"run": own} if own else {})}
-
-    def save_progress(step: int, inside: dict[str, Any]) -> None:
         store.save_state(key, {"step": step, "module": learner.state_dict(),
-                               "extra": {**learner.extra_state(), "run": inside}})
+                               "extra": learner.extra_state(), **({"run": own} if own else {}),
+                               **({"progress": progress} if progress is not None else {})})
 
-    run.save_progress = save_progress
-    steps = run.meta_steps if learner.meta_trains else 0
+    def context(step: int) -> RunContext:
+        """The context of meta-step ``step`` (or of the evaluation, after the last): the
+        resumed progress goes to the first step the trainer runs."""
+        nonlocal resumed
+        found, resumed = resumed, None
+        return RunContext(found, lambda inside: save(step, inside), progress)
+
+    steps = run.meta_steps if methods.get(run.method).meta_trains else 0
     if start == 0 and steps:
         _validate(run, store, 0)
     bar = tqdm(range(start, steps), desc=f"{run.method} seed {run.seed}", unit="meta-step",
@@ -63,7 +72,7 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
                dynamic_ncols=True)
     for step in bar:
         began = time.perf_counter()
-        metrics = run.meta_step(step)
+        metrics = run.meta_step(step, context(step))
         if not all(torch.isfinite(t).all() for t in learner.initialization().values()):
             raise DivergedError(f"{run.method} diverged at meta-step {step + 1} (seed "
                                 f"{run.seed}): its initialization is no longer finite; lower "
@@ -78,10 +87,9 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
         if stop:
             break
         if (step + 1) % run.checkpoint_every == 0 and step + 1 < steps:
-            store.save_state(key, {"step": step + 1, "module": learner.state_dict(),
-                                   "extra": extra()})
+            save(step + 1)
     init = learner.initialization()
-    result = run.evaluate(init, progress)
+    result = run.evaluate(init, context(steps))
     store.export_initialization(key, init, run.export_metadata())
     return result
 

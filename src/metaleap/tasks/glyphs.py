@@ -32,7 +32,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import tempfile
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -49,6 +48,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from metaleap.files import atomic_write
 from metaleap.seeding import generator
 from metaleap.tasks import glyphs_render as render
 from metaleap.tasks import glyphs_render_v2 as render_v2
@@ -234,26 +234,11 @@ def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str
                "labels": torch.from_numpy(labels.astype(np.int32))}
     text = json.dumps(manifest, sort_keys=True, ensure_ascii=False)
     folder.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"manifest": text}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"manifest": text}))
     pretty = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
-    _atomic_write(path.with_suffix(".json"),
+    atomic_write(path.with_suffix(".json"),
                   lambda tmp: Path(tmp).write_text(pretty, encoding="utf-8"))
     return path
-
-
-def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """``write(temporary path)`` in ``path``'s folder, then rename it onto ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 -> the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class GlyphAlphabets:

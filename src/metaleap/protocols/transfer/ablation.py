@@ -16,18 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metaleap import stats
-from metaleap.report import (
+from metaleap import methods, stats
+from metaleap.methods import label
+from metaleap.protocols.reporting import (
     LEVEL,
-    SHOWN,
     cell,
     interval_note,
-    label,
     load_summary,
     provenance_line,
     verdict,
     write_report,
 )
+from metaleap.protocols.transfer.report import SHOWN
 from metaleap.runs import RunError, write_json
 from metaleap.stats import Groups, Interval
 
@@ -136,12 +136,20 @@ def tables(cells: list[Cell], other: str, reference: str) -> list[str]:
     return lines
 
 
-def write_ablation_report(folder: str | Path, other: str = "finetune",
-                          reference: str = "leap") -> Path:
+def write_ablation_report(folder: str | Path, other: str | None = None,
+                          reference: str | None = None) -> Path:
     """``results.json`` and ``report.md`` of the ablation grid in ``folder`` (each run's own
-    report beside them)."""
+    report beside them): the gap ``other − reference`` (default: the registry's reference
+    method, and the one other method every run holds)."""
     folder = Path(folder)
     cells = collect(folder)
+    reference = reference or methods.reference()
+    if other is None:
+        common = set.intersection(*(set(c.summary["methods"]) for c in cells)) - {reference}
+        if len(common) != 1:
+            raise RunError(f"{folder}: name the method to compare with {label(reference)} "
+                           f"(the runs share {sorted(common) or 'none'})")
+        other = common.pop()
     for c in cells:
         if not {other, reference} <= set(c.summary["methods"]):
             raise RunError(f"{folder / c.name} lacks {label(other)} or {label(reference)}")

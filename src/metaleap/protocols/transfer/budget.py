@@ -24,22 +24,23 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib import ticker
 
-from metaleap import stats
-from metaleap.metalearners import METHODS, make_options
-from metaleap.report import (
+from metaleap import methods, stats
+from metaleap.methods import color, label, make_options
+from metaleap.protocols.reporting import (
     LEVEL,
-    PATH_NOTE,
-    SHOWN,
     cell,
-    color,
     interval_note,
-    label,
     load_summary,
-    metrics_of,
-    phrase,
     provenance_line,
     verdict,
     write_report,
+)
+from metaleap.protocols.transfer.report import (
+    PATH_NOTE,
+    SHOWN,
+    metrics_of,
+    phrase,
+    starting,
 )
 from metaleap.runs import RunError, write_json
 from metaleap.stats import Groups, Interval
@@ -51,8 +52,6 @@ METRICS = ("error_auc", "test_error", "path_length")
 #: equal up to float rounding).
 VARYING = frozenset({"methods", "seeds", "num_pretrain", "inner_steps", "meta_steps",
                      "heldout_at", "per_method", "checkpoint_every", "task_batching"})
-#: The baselines compared with Leap at every budget.
-BASELINES = ("finetune", "reptile", "scratch")
 
 
 @dataclass
@@ -131,7 +130,7 @@ def collect(folder: Path) -> list[Series]:
         n = summary["config"]["num_pretrain"]
         for method, entry in summary["methods"].items():
             settings = summary["methods_config"][method]
-            trains = METHODS[method].meta_trains
+            trains = methods.get(method).meta_trains
             k = settings["inner_steps"] if trains else 0
             key = (method, n, k, variant(method, settings))
             series = merged.setdefault(key, Series(method, n, k, min(settings["meta_batch"], n),
@@ -148,7 +147,8 @@ def collect(folder: Path) -> list[Series]:
             series.heldout.update(entry["tasks"])
     if not merged:
         raise RunError(f"{folder} holds no finished transfer run in its subfolders")
-    return sorted(merged.values(), key=lambda s: (-s.num_pretrain, s.method != "leap",
+    reference = methods.reference()
+    return sorted(merged.values(), key=lambda s: (-s.num_pretrain, s.method != reference,
                                                   s.method, s.inner_steps, s.variant))
 
 
@@ -188,13 +188,14 @@ class Comparison:
 
 
 def comparisons(series: list[Series]) -> list[Comparison]:
-    """Each baseline (and each Leap variant) against the base Leap of the same N and K."""
+    """Every other method (and each Leap variant) against the base Leap (the registry's
+    reference, default options) of the same N and K."""
     out = []
-    for leap in (s for s in series if s.method == "leap" and not s.variant):
+    reference = methods.reference()
+    for leap in (s for s in series if s.method == reference and not s.variant):
         for other in series:
             same_k = other.inner_steps in (0, leap.inner_steps) and other is not leap
-            if other.num_pretrain != leap.num_pretrain or not same_k or (
-                    other.method not in BASELINES and other.method != "leap"):
+            if other.num_pretrain != leap.num_pretrain or not same_k:
                 continue
             steps = sorted(leap.points) if not other.inner_steps else sorted(
                 set(leap.points) & set(other.points))
@@ -310,25 +311,27 @@ def own_change_table(series: list[Series]) -> list[str]:
 
 
 def reading(found: list[Comparison]) -> list[str]:
-    """Generated sentences: at each N and K, where Leap stands against no pretraining and
-    finetuning at its largest budget, and how the finetuning gap moved with the budget (its
-    last change tests whether more budget closes it)."""
+    """Generated sentences: at each N and K, where Leap stands against each baseline of the
+    registry (no pretraining, finetuning) at its largest budget, and how the gap to a
+    baseline that meta-trains moved with the budget (its last change tests whether more
+    budget closes it)."""
     lines = []
     for c in sorted(found, key=lambda c: (-c.leap.num_pretrain, c.leap.inner_steps,
-                                          c.other.method != "scratch")):
-        if c.other.method not in ("scratch", "finetune") or c.other.variant:
+                                          methods.get(c.other.method).meta_trains)):
+        if not methods.get(c.other.method).baseline or c.other.variant:
             continue
         last = c.steps[-1]
-        ref = "from no pretraining" if c.other.method == "scratch" else "from finetuning"
+        ref = starting(c.other.method)
         parts = [phrase(m, c.at(last, m), ref) for m in METRICS]
         text = (f"- N = {c.leap.num_pretrain}, K = {c.leap.inner_steps}, after {last} "
                 f"meta-steps ({c.leap.consumed(last)} inner steps): Leap {parts[0]}, "
                 f"{parts[2]}, {parts[1]}.")
-        if c.other.method == "finetune" and len(c.steps) > 1:
+        if c.other.inner_steps and len(c.steps) > 1:
             before = c.steps[-2]
             move = gap_change(c.other, c.leap, before, last, "error_auc")
             way = "in Leap's favour" if move.mean > 0 else "against Leap"
-            text += (" The finetuning − Leap train-error AUC difference was "
+            text += (f" The {label(c.other.method).lower()} − Leap train-error AUC "
+                     "difference was "
                      + ", ".join(c.at(step, "error_auc").format(100) for step in c.steps)
                      + f" points after {', '.join(map(str, c.steps))} meta-steps; its change "
                      f"from {before} to {last}, {move.format(100)} points, is "

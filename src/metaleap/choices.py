@@ -1,0 +1,14 @@
+"""The names a configuration chooses from, free of torch so that configs resolve without it.
+
+Each list belongs to the module that acts on it (named beside it); configs check against it
+before anything heavy is imported, so ``metaleap settings`` starts in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+#: What follows each 3×3 convolution of :class:`metaleap.models.ConvNet`: ``"bn-relu-pool"``
+#: (BatchNorm, ReLU, max-pool) or ``"pool-bn-relu"`` (max-pool, BatchNorm, ReLU: the authors'
+#: 2019 code, where BatchNorm and ReLU see a quarter of the activations).
+BLOCK_ORDERS = ("bn-relu-pool", "pool-bn-relu")
+#: ``--task-batching`` (:func:`metaleap.protocols.batched.use_task_batching`).
+TASK_BATCHING = ("auto", "on", "off")

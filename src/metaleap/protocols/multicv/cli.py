@@ -1,0 +1,67 @@
+"""The Multi-CV protocol's command: ``metaleap multicv``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from metaleap.protocols.commands import (
+    Presets,
+    cpu_settings,
+    dry_run,
+    dry_run_argument,
+    run_arguments,
+    run_study,
+)
+
+
+def cmd_multicv(args: argparse.Namespace) -> None:
+    from metaleap.devices import resolve_device
+    from metaleap.distributed import launched
+    from metaleap.metalearners import ONE_PROCESS
+    from metaleap.protocols.config import ConfigError
+    from metaleap.protocols.multicv.config import resolve_config
+    from metaleap.protocols.multicv.study import MultiCVStudy
+
+    if launched():
+        raise ConfigError("metaleap multicv runs in one process: start it without torchrun")
+    fields = {"holdout": [h for h in args.holdout.split(",") if h]} if args.holdout else {}
+    cfg = resolve_config(args.preset, args.overrides, **fields)
+    cpu_settings(args)
+    study = MultiCVStudy(cfg, resolve_device(args.device), args.allow_missing)
+    for name, why in study.left_out.items():
+        print(f"metaleap: running without {name}: {why}", file=sys.stderr)
+    if args.dry_run:
+        from metaleap.protocols.multicv.dryrun import multicv_budget
+
+        return dry_run(ONE_PROCESS, lambda: multicv_budget(study),
+                        f"multicv {args.preset}: config checked, data sets "
+                        f"{', '.join(study.cfg.datasets)}, on {study.device}")
+    report = run_study(study, Path(args.out), args, args.resume, args.overwrite)
+    if report is not None:
+        print(report.read_text())
+        print(f"report and plots in {report.parent}")
+
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``metaleap multicv``."""
+    mcv = sub.add_parser("multicv", help="leave one data set out (docs/multicv.md)")
+    mcv.add_argument("--holdout", metavar="NAME|all",
+                     help="the held-out data set(s), comma-separated, or all (default: the "
+                          "preset's; multicv-small: all)")
+    mcv.add_argument("--preset", default="multicv-small", choices=Presets("multicv"),
+                     metavar="NAME", help="starting configuration: %(choices)s (default "
+                          "multicv-small: about 45 minutes on one core; multicv-paper: the "
+                          "paper's budget; tiny: seconds)")
+    mcv.add_argument("--set", dest="overrides", action="append", default=[],
+                     metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1, "
+                     "methods=leap,hat, leap.meta_lr=0.01, hat.s_max=400 (repeatable; see "
+                     "settings --protocol multicv)")
+    mcv.add_argument("--allow-missing", action="store_true",
+                     help="run without the data sets that are not installed (they are listed "
+                          "in the report); without it, a missing one stops the command")
+    run_arguments(mcv, "runs/multicv")
+    dry_run_argument(mcv)
+    mcv.set_defaults(func=cmd_multicv)

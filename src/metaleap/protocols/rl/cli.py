@@ -1,0 +1,82 @@
+"""The RL protocol's command: ``metaleap rl``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from metaleap.protocols.commands import (
+    Presets,
+    cpu_settings,
+    dry_run,
+    dry_run_argument,
+    run_arguments,
+    run_study,
+)
+
+if TYPE_CHECKING:
+    from metaleap.protocols.rl.config import RLConfig
+
+
+#: The preset ``metaleap rl --env ENV`` starts from.
+RL_DEFAULT_PRESET = {"minatar": "minatar", "atari": "atari-quick"}
+
+
+def settings_config(args: argparse.Namespace) -> RLConfig:
+    """The config of ``--env``, ``--preset`` and ``--set`` (for ``rl`` and ``settings``)."""
+    from metaleap.protocols.config import ConfigError
+    from metaleap.protocols.rl.config import resolve_config
+
+    preset = args.preset or RL_DEFAULT_PRESET[args.env or "minatar"]
+    cfg = resolve_config(preset, args.overrides)
+    if args.env and cfg.env != args.env:
+        raise ConfigError(f"--env {args.env} contradicts --preset {preset} (env {cfg.env})")
+    return cfg
+
+
+def cmd_rl(args: argparse.Namespace) -> None:
+    from metaleap.devices import resolve_device
+    from metaleap.distributed import launched
+    from metaleap.metalearners import ONE_PROCESS
+    from metaleap.protocols.config import ConfigError
+    from metaleap.protocols.rl.study import RLStudy
+
+    if launched():
+        raise ConfigError("metaleap rl runs in one process: start it without torchrun")
+    cfg = settings_config(args)
+    cpu_settings(args)
+    out = Path(args.out)
+    study = RLStudy(cfg, resolve_device(args.device), progress=not args.no_progress)
+    if args.dry_run:
+        from metaleap.protocols.rl.dryrun import rl_budget
+
+        return dry_run(ONE_PROCESS, lambda: rl_budget(study),
+                        f"rl {args.preset or cfg.env}: config checked, {len(study.games)} "
+                        f"{cfg.env} games, on {study.device}")
+    report = run_study(study, out, args, args.resume, args.overwrite)
+    if report is not None:
+        print(report.read_text())
+        print(f"report and plots in {report.parent}")
+
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """``metaleap rl``."""
+    rl_cmd = sub.add_parser("rl", help="Leap across games with an actor-critic (docs/rl.md)")
+    rl_cmd.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET),
+                        help="minatar (default; preset minatar) or atari (preset atari-quick)")
+    rl_cmd.add_argument("--preset", choices=Presets("rl"), metavar="NAME",
+                        help="starting configuration: %(choices)s (minatar-quick: minutes; "
+                             "atari-paper: the paper's budget)")
+    rl_cmd.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a setting, e.g. seeds=0,1,2, "
+                        "heldout=breakout, leap.meta_lr=0.5 (repeatable; see settings)")
+    run_arguments(rl_cmd, "runs/rl")
+    dry_run_argument(rl_cmd)
+    rl_cmd.set_defaults(func=cmd_rl)
+
+
+def settings_arguments(p: argparse.ArgumentParser) -> None:
+    """``metaleap settings --env``."""
+    p.add_argument("--env", choices=sorted(RL_DEFAULT_PRESET), help="as for rl")

@@ -1,0 +1,263 @@
+"""Leap across games with an actor-critic (the paper's Atari experiment; docs/rl.md).
+
+Each game is a task whose learning process is an advantage actor-critic run
+(:mod:`metaleap.protocols.rl.a2c`) of millions of environment steps. Leap meta-learns the
+encoder: every game of a meta-batch trains from θ⁰ with fresh policy and value heads (games
+differ in their action sets), Leap reads each RMSProp step from the optimizer's hook, and
+the meta-step follows the mean pull-forward gradient (energy metric). Memory stays flat
+however long a game trains: Leap keeps a few flat buffers, never the trajectory. Held-out
+games then train from the learned encoder and from the random one (no pretraining), with the
+same heads, environment seeds and action streams, and we record episode returns against
+environment steps.
+
+A game trains in segments of ``segment_steps`` environment steps; each segment starts its
+environments afresh from the stream (seed, purpose, game, segment). Progress is saved on
+segment boundaries, inside a game as well as between games and during the evaluation
+(:class:`MetaProgress`, :class:`EvalProgress`), so a run killed anywhere resumes
+bit-identically, losing at most one segment.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from metaleap import methods, seeding
+from metaleap.metalearners import Context, MetaLearner
+from metaleap.models import ActorCritic, outside_encoder
+from metaleap.protocols.base import (
+    CheckpointError,
+    MethodRun,
+    RunContext,
+    StudyProtocol,
+    meta_batch_picks,
+)
+from metaleap.protocols.config import ConfigError
+from metaleap.protocols.rl.a2c import Episodes, a2c_segment, random_return
+from metaleap.protocols.rl.config import RLConfig
+from metaleap.tasks.games import identity, open_games
+
+
+# ------------------------------------------------------------------------ progress
+@dataclass
+class Segments:
+    """A game stopped on a segment boundary: the next segment to train and, once one has
+    ended, the agent, its optimizer and the episodes so far."""
+
+    segment: int = 0
+    agent: dict[str, Any] | None = None
+    optimizer: dict[str, Any] | None = None
+    episodes: dict[str, Tensor] | None = None
+
+    def state(self) -> dict[str, Any]:
+        return {"segment": self.segment, "agent": self.agent, "optimizer": self.optimizer,
+                "episodes": self.episodes}
+
+
+@dataclass
+class MetaProgress:
+    """Inside a meta-step: game ``game`` of the meta-batch is next (or running), after the
+    learner's sums so far (``learner``: :meth:`MetaLearner.progress_state`, with the running
+    task's path once a segment of it ended)."""
+
+    game: int
+    learner: dict[str, Any]
+    segments: Segments = field(default_factory=Segments)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "meta", "game": self.game, "learner": self.learner,
+                "segments": self.segments.state()}
+
+
+@dataclass
+class EvalProgress:
+    """Inside the evaluation: held-out game ``game`` is running; ``done`` holds the games
+    already trained (their episodes and random-policy return)."""
+
+    game: str
+    done: dict[str, Any]
+    segments: Segments = field(default_factory=Segments)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "eval", "game": self.game, "done": self.done,
+                "segments": self.segments.state()}
+
+
+def _progress(state: dict[str, Any] | None, kind: type, key: str) -> Any:
+    """The saved progress ``state`` as ``kind`` (:class:`MetaProgress` or
+    :class:`EvalProgress`), or ``None``; a checkpoint of the other kind is refused."""
+    if state is None:
+        return None
+    expected = "meta" if kind is MetaProgress else "eval"
+    if state.get("kind") != expected:
+        raise CheckpointError(f"checkpoints/{key}.pt holds progress of another kind")
+    rest = {k: v for k, v in state.items() if k not in ("kind", "segments")}
+    return kind(segments=Segments(**state["segments"]), **rest)
+
+
+# ------------------------------------------------------------------------ the study
+class RLStudy(StudyProtocol):
+    """The protocol bound to a config and a device; see the module docstring."""
+
+    name = "rl"
+
+    def __init__(self, cfg: RLConfig, device: torch.device | str = "cpu",
+                 progress: bool = False) -> None:
+        cfg.check()
+        self.cfg, self.device = cfg, torch.device(device)
+        self.progress = progress  # a bar of environment steps per pretraining game
+        self.games = open_games(cfg.env, list(dict.fromkeys(cfg.pretrain + cfg.heldout)))
+        wide = [f"{g} ({self.games[g].num_actions})" for g in cfg.pretrain
+                if self.games[g].num_actions > cfg.max_actions]
+        if wide:
+            raise ConfigError(f"pretraining games with more than max_actions = "
+                              f"{cfg.max_actions} actions: {', '.join(wide)}")
+
+    def config_record(self) -> dict[str, Any]:
+        return {"protocol": self.name, "config": self.cfg.to_dict(),
+                "methods": self.cfg.resolved_methods()}
+
+    def data_identity(self) -> dict[str, Any]:
+        return identity(self.cfg.env, list(self.games))
+
+    def runs(self) -> Iterator[RLRun]:
+        for seed in self.cfg.seeds:
+            for method in self.cfg.methods:
+                yield RLRun(self, method, seed)
+
+    def agent(self, game: str, seed: int, *head_key: int | str) -> ActorCritic:
+        """An actor-critic for ``game``: the seed's encoder, heads from (seed, head_key)."""
+        return ActorCritic(self.cfg.env, self.games[game].num_actions,
+                           seeding.generator(seed, "model"),
+                           seeding.generator(seed, "heads", game, *head_key)).to(self.device)
+
+    def optimizer(self, agent: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        return torch.optim.RMSprop(agent.parameters(), lr=cfg.lr, alpha=cfg.rms_alpha,
+                                   eps=cfg.rms_eps)
+
+    def meta_batch(self, cfg: RLConfig, seed: int, step: int) -> list[str]:
+        """The games of meta-step ``step``: identical for every method."""
+        return [cfg.pretrain[i] for i in meta_batch_picks(len(cfg.pretrain), cfg.meta_batch,
+                                                          seed, step)]
+
+
+class RLRun(MethodRun):
+    """One method on one seed: meta-train the encoder on the pretraining games (Leap), then
+    train every held-out game from the encoder."""
+
+    def __init__(self, study: RLStudy, method: str, seed: int) -> None:
+        cfg = study.cfg.for_method(method)
+        self.study, self.cfg, self.method, self.seed = study, cfg, method, seed
+        template = study.agent(cfg.heldout[0], seed, "template")
+        context = Context(num_tasks=len(cfg.pretrain), seed=seed, exclude=outside_encoder)
+        self.learner: MetaLearner = methods.get(method).load()(template, cfg.options(method),
+                                                              context)
+        self.meta_steps, self.eval_every, self.checkpoint_every = cfg.meta_steps, 1, 1
+
+    def _train_game(self, game: str, agent: ActorCritic, optimizer: torch.optim.Optimizer,
+                    total: int, purpose: str, saved: Segments | None,
+                    save: Callable[[Segments], None],
+                    report: Callable[[Tensor], None] = lambda loss: None,
+                    closing: bool = False, bar: tqdm | None = None
+                    ) -> tuple[Tensor | None, Episodes]:
+        """Train one game for ``total`` environment steps, segment by segment, from the
+        ``saved`` segments (the agent, its optimizer and the episodes so far); ``save`` after
+        every segment but the last. With ``closing``, returns f(θ^K)."""
+        cfg, info = self.cfg, self.study.games[game]
+        updates, per = cfg.updates(total), cfg.updates_per_segment
+        segments = math.ceil(updates / per)
+        episodes, first = Episodes(), 0
+        if saved is not None and saved.segment > 0:
+            agent.load_state_dict(saved.agent)
+            optimizer.load_state_dict(saved.optimizer)
+            episodes, first = Episodes.from_state(saved.episodes), saved.segment
+            if bar is not None:
+                bar.update(first * per * cfg.update_steps)
+        final = None
+        for s in range(first, segments):
+            n = min(per, updates - s * per)
+            env_seed = seeding.derive_seed(self.seed, purpose, game, s) % 2**31
+            final = a2c_segment(agent, optimizer, cfg, info, n, env_seed,
+                                seeding.generator(self.seed, purpose + "-actions", game, s),
+                                episodes, s * per * cfg.update_steps, report,
+                                closing=closing and s + 1 == segments)
+            if bar is not None:
+                bar.update(n * cfg.update_steps)
+            if s + 1 < segments:
+                save(Segments(s + 1, agent.state_dict(), optimizer.state_dict(),
+                              episodes.state()))
+        return final, episodes
+
+    def meta_step(self, step: int, context: RunContext) -> dict[str, float]:
+        cfg, learner = self.cfg, self.learner
+        games = self.study.meta_batch(cfg, self.seed, step)
+        resumed: MetaProgress | None = _progress(context.resumed, MetaProgress, self.key)
+        start = resumed.game if resumed is not None else 0
+        if resumed is not None and resumed.segments.segment == 0:
+            learner.load_progress_state(resumed.learner)
+        scores = {}
+        for j in range(start, len(games)):
+            game = games[j]
+            agent = self.study.agent(game, self.seed, step)
+            optimizer = self.study.optimizer(agent)
+            mine = resumed if resumed is not None and j == start else None
+            with learner.task(agent, optimizer, index=j) as t:
+                if mine is not None and mine.segments.segment > 0:
+                    learner.load_progress_state(mine.learner, t)
+                with tqdm(total=cfg.train_steps, desc=f"meta-step {step + 1}: {game}",
+                          unit="env-step", unit_scale=True, leave=False,
+                          disable=not self.study.progress, dynamic_ncols=True) as bar:
+                    final, episodes = self._train_game(
+                        game, agent, optimizer, cfg.train_steps, "train",
+                        mine.segments if mine is not None else None,
+                        lambda segments, j=j, t=t: context.save(MetaProgress(
+                            j, learner.progress_state(t), segments).state()),
+                        t.report, closing=True, bar=bar)
+                assert final is not None
+                t.finish(final)
+            if episodes.returns:
+                scores[f"return_{game}"] = statistics.fmean(episodes.returns[-cfg.window:])
+            if j + 1 < len(games):
+                context.save(MetaProgress(j + 1, learner.progress_state()).state())
+        return {**learner.meta_update(), **scores}
+
+    def validate(self, step: int) -> dict[str, Any] | None:
+        return None
+
+    def evaluate(self, init: dict[str, Tensor], context: RunContext) -> dict[str, Any]:
+        cfg = self.cfg
+        resumed: EvalProgress | None = _progress(context.resumed, EvalProgress, self.key)
+        done: dict[str, Any] = dict(resumed.done) if resumed is not None else {}
+        bar = tqdm(total=len(cfg.heldout) * cfg.eval_steps, desc=f"{self.method} seed "
+                   f"{self.seed} held-out", unit="env-step", unit_scale=True,
+                   disable=not context.bars, dynamic_ncols=True)
+        with bar:
+            for game in cfg.heldout:
+                if game in done:
+                    bar.update(cfg.eval_steps)
+                    continue
+                agent = self.study.agent(game, self.seed, "eval")
+                agent.load_state_dict(init, strict=False)
+                optimizer = self.study.optimizer(agent)
+                mine = resumed.segments if resumed is not None and resumed.game == game \
+                    else None
+                _, episodes = self._train_game(
+                    game, agent, optimizer, cfg.eval_steps, "eval", mine,
+                    lambda segments, game=game: context.save(
+                        EvalProgress(game, done, segments).state()), bar=bar)
+                done[game] = {"steps": episodes.steps, "returns": episodes.returns,
+                              "random_return": random_return(cfg, self.study.games[game],
+                                                             self.seed)}
+        return {"method": self.method, "seed": self.seed, "games": done}
+
+    def export_metadata(self) -> dict[str, str]:
+        return {"method": self.method, "seed": str(self.seed), "env": self.cfg.env,
+                "architecture": "metaleap.models.ActorCritic (encoder)"}
