@@ -31,7 +31,13 @@ import torch
 
 from metaleap import distributed
 from metaleap.leap import Contribution
-from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
+from metaleap.metalearners import (
+    Context,
+    Processes,
+    SupervisedMetaStep,
+    TaskStream,
+    make_metalearner,
+)
 from metaleap.models import make_convnet
 from metaleap.seeding import generator
 
@@ -52,14 +58,19 @@ def worker(args: argparse.Namespace) -> None:
     processes, _ = distributed.from_environment("cpu")
     wait, comm = [0.0], [0.0]
 
-    def timed(contribution: Contribution) -> Contribution:
-        start = time.perf_counter()
-        processes.barrier()  # waiting for the slowest rank, apart from the transfer itself
-        ready = time.perf_counter()
-        out = processes.reduce(contribution)
-        wait[0] += ready - start
-        comm[0] += time.perf_counter() - ready
-        return out
+    class Timed(Processes):
+        """The group, its all-reduce timed apart from the wait for the slowest rank."""
+
+        def reduce(self, contribution: Contribution) -> Contribution:
+            start = time.perf_counter()
+            self.barrier()
+            ready = time.perf_counter()
+            out = super().reduce(contribution)
+            wait[0] += ready - start
+            comm[0] += time.perf_counter() - ready
+            return out
+
+    timed = Timed(processes.rank, processes.world, processes.all_sum)
 
     model = make_convnet(CLASSES, seed=0)
     learner = make_metalearner("leap", model, Context(num_tasks=args.meta_batch))
@@ -67,7 +78,7 @@ def worker(args: argparse.Namespace) -> None:
 
     def meta_step(step: int) -> None:
         tasks = [TaskStream(t, batches(step, t, args.steps)) for t in range(args.meta_batch)]
-        step_fn(processes.share(tasks), reduce=timed)
+        step_fn(tasks, timed)
 
     meta_step(-1)  # warm-up
     processes.barrier()

@@ -34,13 +34,8 @@ from collections.abc import Iterator
 import common
 import torch
 
-from metaleap.metalearners import (
-    METHODS,
-    Context,
-    SupervisedMetaStep,
-    TaskStream,
-    make_metalearner,
-)
+from metaleap import methods as registry
+from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
 from metaleap.models import make_convnet
 from metaleap.seeding import generator
 
@@ -143,7 +138,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="where the timing runs (cpu, cuda)")
-    parser.add_argument("--methods", nargs="+", default=sorted(METHODS),
+    learners = sorted(m.name for m in registry.METHODS.values() if m.kind == registry.META_BATCH)
+    parser.add_argument("--methods", nargs="+", default=learners,
                         help="methods to time (leap is always included)")
     parser.add_argument("--no-time", action="store_true")
     parser.add_argument("--no-memory", action="store_true")

@@ -28,8 +28,9 @@ import common
 import torch
 
 from metaleap import seeding
-from metaleap.metalearners import LeapLearner, LeapOptions
+from metaleap.metalearners import LeapLearner
 from metaleap.metalearners.base import Context
+from metaleap.methods import LeapOptions
 from metaleap.protocols import rl
 
 GAME = "breakout"

@@ -48,11 +48,17 @@ def child(src: str, preset: str, overrides: list[str], steps: int, threads: int,
         devices.reuse_freed_memory()
     study = TransferStudy(resolve_config(preset, overrides))
     run = next(study.runs())
-    run.meta_step(0)
+    try:  # since the typed run contract a meta-step takes the trainer's context
+        from metaleap.protocols.base import RunContext
+
+        context: tuple[object, ...] = (RunContext(),)
+    except ImportError:
+        context = ()
+    run.meta_step(0, *context)
     seconds = []
     for step in range(1, steps + 1):
         start = time.perf_counter()
-        run.meta_step(step)
+        run.meta_step(step, *context)
         seconds.append(time.perf_counter() - start)
     print(json.dumps({"seconds": seconds}))
 

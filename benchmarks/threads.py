@@ -29,17 +29,18 @@ def child(threads: str, steps: int) -> None:
     import torch
 
     from metaleap import devices
+    from metaleap.protocols.base import RunContext
     from metaleap.protocols.transfer import TransferStudy, resolve_config
 
     devices.set_threads(None if threads == "default" else int(threads))
     devices.reuse_freed_memory()
     run = next(TransferStudy(resolve_config("demo", ["methods=leap"])).runs())
-    run.meta_step(0)
+    run.meta_step(0, RunContext())
     warning = devices.thread_warning()
     seconds = []
     for step in range(1, steps + 1):
         start = time.perf_counter()
-        run.meta_step(step)
+        run.meta_step(step, RunContext())
         seconds.append(time.perf_counter() - start)
     print(json.dumps({"threads": torch.get_num_threads(), "warning": warning,
                       "seconds": seconds}))

@@ -9,7 +9,7 @@ config resolution, ``metaleap settings`` and ``--help``) needs no torch.
 
 Adding a method is one :func:`register` call (see ``docs/architecture.md``)::
 
-    register(Method("mine", "My method", "tab:olive", MetaOptions, "my_package.mine:Mine",
+    register(Method("mine", "My method", "tab:olive", MetaOptions, Mine,
                     protocols=frozenset({"transfer"})))
 """
 
@@ -142,8 +142,9 @@ class Method:
     """its matplotlib colour in every plot"""
     options: type
     """its options dataclass: one field per setting, a docstring under each, ``check()``"""
-    learner: str
-    """its class, ``"module:Class"``, imported on first use (:meth:`load`)"""
+    learner: str | type
+    """its class, or ``"module:Class"`` imported on first use (:meth:`load`): the built-in
+    methods name theirs, so that configs resolve without torch"""
     kind: str = META_BATCH
     """:data:`META_BATCH` or :data:`SEQUENTIAL`"""
     protocols: frozenset[str] | None = None
@@ -159,6 +160,8 @@ class Method:
 
     def load(self) -> type:
         """The learner class."""
+        if isinstance(self.learner, type):
+            return self.learner
         module, _, name = self.learner.partition(":")
         return getattr(importlib.import_module(module), name)
 

@@ -8,7 +8,7 @@ A run folder holds::
     checkpoints/KEY.pt     the latest state of an unfinished (seed, method); plain tensors
     results/KEY.json       the finished (seed, method) results
     init/KEY.safetensors   the learned initialization, with its config in the metadata
-    results.json, report.md, *.png   the summary (see :mod:`metaleap.report`)
+    results.json, report.md, *.png   the summary (see :mod:`metaleap.protocols.reporting`)
 
 Only one process writes a run folder (rank 0 of a distributed run; the others read it
 through :class:`RunReader`). Every file is written atomically (temporary file, then
