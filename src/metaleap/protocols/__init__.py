@@ -36,6 +36,18 @@ def lazy(target: str) -> Callable[..., Any]:
     return call
 
 
+def lazy_names(package: str, names: dict[str, str]) -> Callable[[str], Any]:
+    """A protocol package's module ``__getattr__``: each public name of ``names`` (name →
+    submodule) is imported from its submodule on first use, so the package stays torch-free."""
+
+    def __getattr__(name: str) -> Any:
+        if name in names:
+            return getattr(importlib.import_module(f"{package}.{names[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 @dataclass(frozen=True)
 class Descriptor:
     """What the CLI and the report dispatcher know of a protocol."""

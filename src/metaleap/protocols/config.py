@@ -113,6 +113,16 @@ class MethodConfig:
         if not self.methods or len(set(self.methods)) < len(self.methods):
             raise ConfigError("methods must be non-empty and must not repeat")
 
+    def check_each_method(self, check: Callable[[Any], None]) -> None:
+        """``check`` on each method's config (``for_method``) and its options, a
+        ``ConfigError`` prefixed with the method's name."""
+        for method in self.methods:
+            try:
+                check(self.for_method(method))
+            except ConfigError as e:
+                raise ConfigError(f"{method}: {e}") from None
+            self.options(method)
+
     def for_method(self: C, method: str) -> C:
         """This config with ``method``'s protocol-field overrides applied."""
         over = self.per_method.get(method, {})  # type: ignore[attr-defined]

@@ -8,9 +8,6 @@ and loads no torch; the names below load their module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from metaleap import protocols
 from metaleap.protocols.multicv import cli
 from metaleap.protocols.multicv.config import PRESETS, MultiCVConfig, resolve_config
@@ -22,12 +19,7 @@ _LAZY = {"MultiCVStudy": "study", "MetaRun": "study", "SequentialRun": "study",
 
 __all__ = ["PRESETS", "MultiCVConfig", "resolve_config", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = protocols.lazy_names(__name__, _LAZY)
 
 protocols.register(protocols.Descriptor(
     name="multicv", config=MultiCVConfig, presets=PRESETS, default_preset="multicv-small",

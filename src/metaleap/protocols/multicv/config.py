@@ -122,21 +122,20 @@ class MultiCVConfig(MethodConfig):
         if self.block_order not in BLOCK_ORDERS:
             raise ConfigError(f"block_order must be {' or '.join(BLOCK_ORDERS)}, "
                               f"got {self.block_order!r}")
-        for method in self.methods:
-            cfg = self.for_method(method)
-            try:
-                at_least(cfg, 0, "meta_steps")
-                at_least(cfg, 1, "meta_patience")
-                positive(cfg, "inner_lr")
-            except ConfigError as e:
-                raise ConfigError(f"{method}: {e}") from None
-            self.options(method)
+        self.check_each_method(self._check_method)
         moot = [f"{m}.{k}" for m, over in self.per_method.items()
                 if m in methods.METHODS and methods.get(m).kind == methods.SEQUENTIAL
                 for k in ("meta_steps", "meta_patience") if k in over]
         if moot:
             raise ConfigError(f"{', '.join(moot)}: a sequential method (Progressive Nets, "
                               "HAT) learns each pretraining data set once, with no meta-steps")
+
+    @staticmethod
+    def _check_method(cfg: MultiCVConfig) -> None:
+        """One method's protocol fields (``for_method``)."""
+        at_least(cfg, 0, "meta_steps")
+        at_least(cfg, 1, "meta_patience")
+        positive(cfg, "inner_lr")
 
     def without(self, missing: dict[str, str]) -> MultiCVConfig:
         """This config on the data sets not in ``missing`` (name → why it is missing)."""

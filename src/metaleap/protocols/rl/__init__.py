@@ -9,9 +9,6 @@ first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from metaleap import protocols
 from metaleap.protocols.rl import cli
 from metaleap.protocols.rl.config import PRESETS, RLConfig, resolve_config
@@ -23,12 +20,7 @@ _LAZY = {"RLStudy": "study", "RLRun": "study", "Episodes": "a2c", "a2c_segment":
 
 __all__ = ["PRESETS", "RLConfig", "resolve_config", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = protocols.lazy_names(__name__, _LAZY)
 
 protocols.register(protocols.Descriptor(
     name="rl", config=RLConfig, presets=PRESETS, default_preset="minatar",

@@ -112,14 +112,13 @@ class RLConfig(MethodConfig):
             if getattr(self, name) < batch:
                 raise ConfigError(f"{name} = {getattr(self, name)} is less than one update "
                                   f"(num_envs × unroll = {batch} environment steps)")
-        for method in self.methods:
-            cfg = self.for_method(method)
-            try:
-                at_least(cfg, 0, "meta_steps")
-                at_least(cfg, 1, "meta_batch")
-            except ConfigError as e:
-                raise ConfigError(f"{method}: {e}") from None
-            self.options(method)
+        self.check_each_method(self._check_method)
+
+    @staticmethod
+    def _check_method(cfg: RLConfig) -> None:
+        """One method's protocol fields (``for_method``)."""
+        at_least(cfg, 0, "meta_steps")
+        at_least(cfg, 1, "meta_batch")
 
 
 PRESETS: dict[str, dict[str, Any]] = {

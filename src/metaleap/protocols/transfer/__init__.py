@@ -9,9 +9,6 @@ protocol and loads no torch; the names below load their module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from metaleap import protocols
 from metaleap.protocols.transfer import cli
 from metaleap.protocols.transfer.config import PRESETS, TransferConfig, resolve_config
@@ -23,12 +20,7 @@ _LAZY = {"TransferStudy": "study", "TransferRun": "study", "Split": "study",
 
 __all__ = ["PRESETS", "TransferConfig", "resolve_config", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+__getattr__ = protocols.lazy_names(__name__, _LAZY)
 
 protocols.register(protocols.Descriptor(
     name="transfer", config=TransferConfig, presets=PRESETS, default_preset="omniglot-paper",

@@ -105,19 +105,17 @@ class TransferConfig(MethodConfig):
                               f"{self.task_batching!r}")
         if sorted(set(self.heldout_at)) != self.heldout_at:
             raise ConfigError(f"heldout_at must increase strictly, got {self.heldout_at}")
-        for method in self.methods:
-            cfg = self.for_method(method)
-            try:
-                at_least(cfg, 1, "inner_steps", "meta_batch")
-                at_least(cfg, 0, "meta_steps")
-                positive(cfg, "inner_lr")
-                if self.heldout_at and not 0 < self.heldout_at[0] <= self.heldout_at[-1] \
-                        < cfg.meta_steps:
-                    raise ConfigError(f"heldout_at {self.heldout_at} must lie strictly between "
-                                      f"0 and meta_steps ({cfg.meta_steps})")
-            except ConfigError as e:
-                raise ConfigError(f"{method}: {e}") from None
-            self.options(method)
+        self.check_each_method(self._check_method)
+
+    def _check_method(self, cfg: TransferConfig) -> None:
+        """One method's protocol fields (``for_method``)."""
+        at_least(cfg, 1, "inner_steps", "meta_batch")
+        at_least(cfg, 0, "meta_steps")
+        positive(cfg, "inner_lr")
+        if self.heldout_at and not 0 < self.heldout_at[0] <= self.heldout_at[-1] \
+                < cfg.meta_steps:
+            raise ConfigError(f"heldout_at {self.heldout_at} must lie strictly between 0 and "
+                              f"meta_steps ({cfg.meta_steps})")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
