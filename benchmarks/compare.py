@@ -2,7 +2,9 @@
 
 Runs ``BENCHMARK ARGS`` (a script of ``benchmarks/`` and its arguments) ``--repeats`` times
 from each tree, the old one first in even repeats and second in odd ones; each run imports
-``metaleap`` from its own tree's ``src`` and writes its ``--json``. Every number of the
+``metaleap`` from its own tree's ``src`` and writes its ``--json``. Each tree runs its own
+copy of the script, or with ``--this-script`` both run this tree's (for a script whose use
+of ``metaleap`` both trees support, newer than the old tree's copy). Every number of the
 scripts' summaries is compared: the median over repeats from each tree and the median of the
 per-repeat ratios new / old (above 1: the new tree takes longer, for a time). ``--json``
 writes every run's summary and the comparison.
@@ -40,12 +42,12 @@ def numbers(tree: Any, prefix: str = "") -> dict[str, float]:
     return {}
 
 
-def run(root: Path, script: list[str]) -> dict[str, Any]:
-    """The summary of ``script`` run from the tree at ``root``."""
+def run(root: Path, script: list[str], scripts: Path) -> dict[str, Any]:
+    """The summary of ``script`` (from the folder ``scripts``) run on the tree at ``root``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "summary.json"
-        env = {**os.environ, "PYTHONPATH": f"{root / 'src'}:{root / 'benchmarks'}"}
-        subprocess.run([sys.executable, str(root / "benchmarks" / script[0]), *script[1:],
+        env = {**os.environ, "PYTHONPATH": f"{root / 'src'}:{scripts}"}
+        subprocess.run([sys.executable, str(scripts / script[0]), *script[1:],
                         "--json", str(out)], check=True, env=env, cwd=root,
                        stdout=subprocess.DEVNULL)
         return json.loads(out.read_text())["summary"]
@@ -55,6 +57,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--old", required=True, help="the other tree (a worktree's root)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--this-script", action="store_true",
+                        help="run this tree's copy of the script on both trees")
     parser.add_argument("--json", help="write every summary and the comparison here")
     parser.add_argument("script", nargs=argparse.REMAINDER,
                         help="-- SCRIPT [ARGS]: a benchmark of benchmarks/ and its arguments")
@@ -64,7 +68,8 @@ def main() -> None:
     summaries: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     for r in range(args.repeats):
         for name in (("old", "new") if r % 2 == 0 else ("new", "old")):
-            summaries[name].append(run(trees[name], script))
+            scripts = HERE / "benchmarks" if args.this_script else trees[name] / "benchmarks"
+            summaries[name].append(run(trees[name], script, scripts))
             print(f"repeat {r} {name} done", flush=True)
     old = [numbers(s) for s in summaries["old"]]
     new = [numbers(s) for s in summaries["new"]]
