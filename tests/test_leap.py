@@ -360,6 +360,45 @@ def test_non_finite_task_is_dropped_and_counted(bad: str):
                                                   make_opt=sgd), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_non_finite_gradient_drops_the_task_when_the_loss_did_not_change(dtype):
+    """Δf = 0 gives g a zero coefficient in the accumulator's update (one matrix-vector
+    product over [−Δθ; g]); 0 · inf is still NaN there, so the task is still dropped."""
+    model = mlp().to(dtype)
+    leap = Leap(model)
+    leap.begin_task(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        model[0].weight.grad[0, 0] = float("inf")
+    leap.observe(model, 1.0)
+    with torch.no_grad():
+        model[0].weight.add_(0.1)
+    assert leap.end_task(model, 1.0).dropped
+
+
+def test_accumulator_update_matches_two_separate_updates_to_rounding():
+    """float32 Leap over a 20-step task agrees with the same task replayed in float64."""
+    model, model64 = mlp().float(), mlp()
+    sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
+    grads = []
+    for m in (model, model64):
+        leap = Leap(m)
+        leap.begin_task(m)
+        opt = sgd(m.parameters())
+        for x, y in task_data(3, 20)[:-1]:
+            loss = nn.functional.cross_entropy(m(x.to(m[0].weight.dtype)), y)
+            loss.backward()
+            leap.observe(m, loss)
+            opt.step()
+            opt.zero_grad()
+        leap.end_task(m, loss.detach())
+        leap.meta_grad()
+        grads.append(torch.cat([p.grad.flatten().double()
+                                for _, p in leap.named_meta_parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+
+
 def test_all_tasks_dropped_writes_no_gradient():
     model = mlp()
     leap = Leap(model)

@@ -251,8 +251,11 @@ class Leap(nn.Module):
                 model_buffers[n].copy_(getattr(self.init_buffers, _mangle(n)))
         if self._prev is None or self._prev.device != like.device or self._prev.dtype != like.dtype:
             total = sum(self._numels)
-            self._prev, self._grad, self._acc = (
-                torch.empty(total, dtype=like.dtype, device=like.device) for _ in range(3))
+            # θ^i (then −Δθ) and g_i are the two rows of one buffer, so that the accumulator
+            # takes c·(−Δθ) − c·Δf·g in one matrix-vector product (see _segment).
+            self._pair = torch.empty(2, total, dtype=like.dtype, device=like.device)
+            self._prev, self._grad = self._pair[0], self._pair[1]
+            self._acc = torch.empty(total, dtype=like.dtype, device=like.device)
             self._prev_views = self._views(self._prev)
             self._grad_views = self._views(self._grad)
         self._acc.zero_()
@@ -489,27 +492,33 @@ class Leap(nn.Module):
     def _segment(self, loss: Tensor | None) -> None:
         """Add increment_i for the segment from the stored point to the model's current θ.
 
-        ``self._prev`` becomes −Δθ − Δf·g in place, then is scaled into the accumulator:
-        four passes over the parameters besides the two snapshot copies.
+        ``self._prev`` becomes −Δθ in place (3 passes over θ-sized memory), its squared norm
+        is read (1), and the accumulator takes c·(−Δθ) + (−c·Δf)·g as one matrix-vector
+        product over the buffer's two rows [−Δθ; g] (4: read both rows, read and write the
+        accumulator; two separate updates take 6). With the two snapshot copies (4), a step
+        costs 12 passes. See docs/benchmarks.md, "The MLP's overhead".
         """
         torch._foreach_sub_(self._prev_views, self._running.params)       # −Δθ
         sq = torch.dot(self._prev, self._prev)
         if loss is not None:
             self._finite &= torch.isfinite(loss)
-        if self.loss_term and loss is not None:
+        with_grad = self.loss_term and loss is not None
+        if with_grad:
             df = loss - self._loss
             if self.stabilizer:
                 df = -df.abs()
             sq = sq + df * df
-            self._prev.addcmul_(self._grad, -df)                      # −Δθ − Δf·g
         if self.metric == "length":
             norm = sq.sqrt()
             self._path += norm
-            self._acc.addcmul_(self._prev, norm.clamp_min(torch.finfo(norm.dtype).tiny)
-                               .reciprocal())
+            scale = norm.clamp_min(torch.finfo(norm.dtype).tiny).reciprocal()
         else:
             self._path += sq
-            self._acc.add_(self._prev)
+            scale = torch.ones((), dtype=sq.dtype, device=sq.device)
+        if with_grad:                                                 # c·(−Δθ − Δf·g)
+            self._acc.addmv_(self._pair.t(), torch.stack([scale, -df * scale]))
+        else:
+            self._acc.addcmul_(self._prev, scale)
 
     def _add_buffers(self, buffers: dict[str, Tensor]) -> None:
         for n, b in buffers.items():
