@@ -134,7 +134,8 @@ def _like(flat: Tensor, p: Tensor) -> Tensor:
     return flat.view_as(p)
 
 
-def _mangle(name: str) -> str:
+def mangle(name: str) -> str:
+    """A model's dotted parameter name as a module attribute name (``"a.b"`` → ``"a__b"``)."""
     return name.replace(".", "__")
 
 
@@ -201,11 +202,11 @@ class Leap(nn.Module):
                for n in self.names):
             raise ValueError("Leap needs all meta-parameters on one device with one dtype")
         self.init = nn.ParameterDict(
-            {_mangle(n): nn.Parameter(params[n].detach().clone()) for n in self.names})
+            {mangle(n): nn.Parameter(params[n].detach().clone()) for n in self.names})
         self.buffer_names = [n for n, _ in model.named_buffers()]
         self.init_buffers = nn.Module()
         for n, b in model.named_buffers():
-            self.init_buffers.register_buffer(_mangle(n), b.detach().clone())
+            self.init_buffers.register_buffer(mangle(n), b.detach().clone())
         self._numels = [params[n].numel() for n in self.names]
         self._prev: Tensor | None = None  # flat work buffers, allocated by begin_task
         # The running task's model and parameters, kept in a plain container: an nn.Module
@@ -217,12 +218,12 @@ class Leap(nn.Module):
     def named_meta_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """θ⁰ under the model's own parameter names."""
         for n in self.names:
-            yield n, self.init[_mangle(n)]
+            yield n, self.init[mangle(n)]
 
     def initialization(self) -> dict[str, Tensor]:
         """θ⁰ and its buffers under the model's names, detached (load with ``strict=False``)."""
         out = {n: p.detach() for n, p in self.named_meta_parameters()}
-        out.update({n: getattr(self.init_buffers, _mangle(n)) for n in self.buffer_names})
+        out.update({n: getattr(self.init_buffers, mangle(n)) for n in self.buffer_names})
         return out
 
     # ---------------------------------------------------------------- the task protocol
@@ -234,7 +235,7 @@ class Leap(nn.Module):
         params = dict(model.named_parameters())
         missing = [n for n in self.names if n not in params]
         wrong = [n for n in self.names if n in params and params[n].shape != self.init[
-            _mangle(n)].shape]
+            mangle(n)].shape]
         if missing or wrong:
             raise ValueError(f"model does not match θ⁰: missing {missing}, wrong shape {wrong}")
         init = [p.detach() for _, p in self.named_meta_parameters()]
@@ -248,7 +249,7 @@ class Leap(nn.Module):
             torch._foreach_copy_(task_params, init)
             model_buffers = dict(model.named_buffers())
             for n in self.buffer_names:
-                model_buffers[n].copy_(getattr(self.init_buffers, _mangle(n)))
+                model_buffers[n].copy_(getattr(self.init_buffers, mangle(n)))
         if self._prev is None or self._prev.device != like.device or self._prev.dtype != like.dtype:
             total = sum(self._numels)
             # θ^i (then −Δθ) and g_i are the two rows of one buffer, so that the accumulator
@@ -331,7 +332,7 @@ class Leap(nn.Module):
             raise RuntimeError("meta_grad (contribution) called while a task is running: "
                                "call end_task first")
         kept = len(self._paths)
-        like = self.init[_mangle(self.names[0])]
+        like = self.init[mangle(self.names[0])]
         sums = {"grad": self._sum if self._sum is not None else
                 torch.zeros(sum(self._numels), dtype=like.dtype, device=like.device),
                 "tasks": torch.tensor(kept), "dropped": torch.tensor(self._dropped),
@@ -339,9 +340,9 @@ class Leap(nn.Module):
         buffers = {}
         if self.buffer_policy == "average":
             for n in self.buffer_names:
-                b = getattr(self.init_buffers, _mangle(n))
+                b = getattr(self.init_buffers, mangle(n))
                 if b.is_floating_point():
-                    buffers[n] = self._buffer_sums.get(_mangle(n), torch.zeros_like(b))
+                    buffers[n] = self._buffer_sums.get(mangle(n), torch.zeros_like(b))
         self._reset_meta_batch()
         return Contribution(sums, buffers)
 
@@ -360,7 +361,7 @@ class Leap(nn.Module):
         if kept:
             add_mean_to_grad([p for _, p in self.named_meta_parameters()], sums["grad"], kept)
             for name, total in contribution.buffers.items():
-                getattr(self.init_buffers, _mangle(name)).copy_(total / kept)
+                getattr(self.init_buffers, mangle(name)).copy_(total / kept)
         return stats
 
     def meta_grad(self, reduce: Reduce = single_process) -> MetaGradStats:
@@ -397,7 +398,7 @@ class Leap(nn.Module):
         the model whose parameters were restored too)."""
         self._paths = state["paths"].tolist()
         self._dropped = int(state["dropped"])
-        like = self.init[_mangle(self.names[0])]
+        like = self.init[mangle(self.names[0])]
         self._sum = state["sum"].to(like).clone() if "sum" in state else None
         self._buffer_sums = {k[7:]: v.clone() for k, v in state.items()
                              if k.startswith("buffer:")}
@@ -523,7 +524,7 @@ class Leap(nn.Module):
     def _add_buffers(self, buffers: dict[str, Tensor]) -> None:
         for n, b in buffers.items():
             if n in self.buffer_names and b.is_floating_point():
-                key = _mangle(n)
+                key = mangle(n)
                 if key in self._buffer_sums:
                     self._buffer_sums[key].add_(b)
                 else:

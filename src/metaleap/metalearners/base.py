@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import Contribution, Reduce, add_mean_to_grad, single_process
+from metaleap.leap import Contribution, Reduce, add_mean_to_grad, mangle, single_process
 from metaleap.methods import MetaOptions
 
 if TYPE_CHECKING:
@@ -365,15 +365,15 @@ class NamedTensors(nn.Module):
         for n, t in tensors.items():
             value = t.detach().clone()
             if parameters:
-                self.register_parameter(_mangle(n), nn.Parameter(value))
+                self.register_parameter(mangle(n), nn.Parameter(value))
             else:
-                self.register_buffer(_mangle(n), value)
+                self.register_buffer(mangle(n), value)
 
     def items(self) -> list[tuple[str, Tensor]]:
-        return [(n, getattr(self, _mangle(n))) for n in self.names]
+        return [(n, getattr(self, mangle(n))) for n in self.names]
 
     def values(self) -> list[Tensor]:
-        return [getattr(self, _mangle(n)) for n in self.names]
+        return [getattr(self, mangle(n)) for n in self.names]
 
     @torch.no_grad()
     def load_into(self, model: nn.Module) -> None:
@@ -386,10 +386,6 @@ class NamedTensors(nn.Module):
         if missing:
             raise ValueError(f"the model lacks {missing}: it does not match this learner")
         torch._foreach_copy_([state[n] for n in self.names], self.values())
-
-
-def _mangle(name: str) -> str:
-    return name.replace(".", "__")
 
 
 def make_meta_optimizer(params: Iterable[Tensor], name: str, lr: float,
