@@ -51,11 +51,12 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
                 "restart this (seed, method) from scratch") from None
         start, resumed = int(state["step"]), state.get("progress")
 
-    def save(step: int, progress: dict[str, Any] | None = None) -> None:
+    def save(step: int, inside: dict[str, Any] | None = None) -> None:
+        """Checkpoint after ``step`` meta-steps (with ``inside``: within the next step)."""
         own = run.state()
         store.save_state(key, {"step": step, "module": learner.state_dict(),
                                "extra": learner.extra_state(), **({"run": own} if own else {}),
-                               **({"progress": progress} if progress is not None else {})})
+                               **({"progress": inside} if inside is not None else {})})
 
     def context(step: int) -> RunContext:
         """The context of meta-step ``step`` (or of the evaluation, after the last): the
