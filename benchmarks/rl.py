@@ -1,16 +1,19 @@
 """What Leap costs in the A2C loop of the RL protocol, and that its memory stays flat.
 
-Speed: MinAtar Breakout, 32 environments, unroll 5 (the protocol's defaults), ``--updates``
-A2C updates per measurement, plain and with Leap observing every RMSProp step, interleaved;
-prints the environment steps per second of each and the median of the paired time ratios
-(Leap / plain), whose excess over 1 is Leap's overhead (target ≤ 5 %).
+Speed: Breakout (MinAtar, or with ``--env atari`` the ALE game with the DQN-2013 encoder:
+84×84 grey, stack 4, frame skip 4), 32 environments, unroll 5 (the protocol's defaults),
+``--updates`` A2C updates per measurement, plain and with Leap observing every RMSProp step,
+interleaved; prints the environment steps per second of each (one rank's throughput at one
+thread) and the median of the paired time ratios (Leap / plain), whose excess over 1 is
+Leap's overhead (target ≤ 5 %).
 
 Memory: one game trained for 10⁴ and then 10⁵ updates (1 environment, unroll 1, so that 10⁵
 updates take minutes), plain and with Leap, each in a child process; prints the peak resident
 memory after each. Leap's must not grow with the number of updates: it keeps three flat
 buffers, not the trajectory.
 
-    python benchmarks/rl.py [--updates 300] [--repeats 7] [--memory-updates 10000,100000]
+    python benchmarks/rl.py [--env minatar|atari] [--updates 300] [--repeats 7]
+                            [--memory-updates 10000,100000]
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from metaleap.methods import LeapOptions
 from metaleap.protocols import rl
 
 GAME = "breakout"
+#: The preset each ``--env`` starts from (its games replaced by ``GAME``).
+PRESET = {"minatar": "minatar", "atari": "atari-paper"}
 
 
-def study(**fields: object) -> rl.RLStudy:
-    cfg = dataclasses.replace(rl.resolve_config("minatar"), heldout=[GAME], **fields)
+def study(env: str, **fields: object) -> rl.RLStudy:
+    cfg = dataclasses.replace(rl.resolve_config(PRESET[env]), pretrain=[GAME], heldout=[GAME],
+                              **fields)
     return rl.RLStudy(cfg)
 
 
@@ -76,9 +82,9 @@ def peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def memory_child(with_leap: bool, marks: list[int]) -> None:
+def memory_child(env: str, with_leap: bool, marks: list[int]) -> None:
     """Train one game up to each mark of updates; print the peak RSS at each (JSON)."""
-    s = study(num_envs=1, unroll=1, segment_steps=1)
+    s = study(env, num_envs=1, unroll=1, segment_steps=1)
     agent = s.agent(GAME, 0, "bench")
     optimizer = s.optimizer(agent)
     task = encoder_leap(agent).task(agent, optimizer) if with_leap else nullcontext()
@@ -98,6 +104,7 @@ def memory_child(with_leap: bool, marks: list[int]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--env", choices=sorted(PRESET), default="minatar")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--memory-updates", default="10000,100000")
@@ -107,17 +114,17 @@ def main() -> None:
     torch.set_num_threads(1)
     marks = [int(m) for m in args.memory_updates.split(",")]
     if args.child:
-        memory_child(args.child == "leap", marks)
+        memory_child(args.env, args.child == "leap", marks)
         return
 
-    s = study()
+    s = study(args.env)
     steps = args.updates * s.cfg.num_envs * s.cfg.unroll
     plain, leap = [], []
     for _ in range(args.repeats):
         plain.append(timed(s, args.updates, False))
         leap.append(timed(s, args.updates, True))
     ratios = [b / a for a, b in zip(plain, leap, strict=True)]
-    print(f"A2C on MinAtar {GAME}, {s.cfg.num_envs} envs × unroll {s.cfg.unroll}, "
+    print(f"A2C on {args.env} {GAME}, {s.cfg.num_envs} envs × unroll {s.cfg.unroll}, "
           f"{args.updates} updates, {args.repeats} interleaved repeats, 1 thread:")
     print(f"  plain: {steps / statistics.median(plain):,.0f} env steps/s (median)")
     print(f"  Leap:  {steps / statistics.median(leap):,.0f} env steps/s (median)")
@@ -127,8 +134,9 @@ def main() -> None:
           "(1 env, unroll 1; a child process each):")
     peak_mib = {}
     for kind in ("plain", "leap"):
-        out = subprocess.run([sys.executable, __file__, "--child", kind, "--memory-updates",
-                              args.memory_updates], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--child", kind, "--env", args.env,
+                              "--memory-updates", args.memory_updates],
+                             capture_output=True, text=True, check=True)
         peak_mib[kind] = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  {kind:5s}: " + ", ".join(f"{p:.1f}" for p in peak_mib[kind]))
     common.write(args.json, {"plain_seconds": plain, "leap_seconds": leap, "env_steps": steps},
