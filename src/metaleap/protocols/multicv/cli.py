@@ -10,6 +10,7 @@ from metaleap.protocols.commands import (
     Presets,
     dry_run,
     dry_run_argument,
+    flags,
     prepare,
     run_arguments,
     run_study,
@@ -32,7 +33,8 @@ def cmd_multicv(args: argparse.Namespace) -> None:
         return dry_run(processes, lambda: multicv_budget(study),
                         f"multicv {args.preset}: config checked, data sets "
                         f"{', '.join(study.cfg.datasets)}, on {study.device}")
-    report = run_study(study, Path(args.out), args, args.resume, args.overwrite)
+    out = Path(args.out)
+    report = run_study(study, out, args, *flags(args, out, args.resume))
     if report is not None:
         print(report.read_text())
         print(f"report and plots in {report.parent}")
