@@ -154,8 +154,9 @@ def launch(name: str, args: argparse.Namespace) -> dict[str, float]:
     done = subprocess.run(prefix + work, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if done.returncode:
-        errors = [line for line in done.stderr.splitlines() if "Error" in line]
-        raise SystemExit(f"{name} failed: {(errors or done.stderr.splitlines() or ['?'])[-1]}")
+        errors = [line.strip() for line in done.stderr.splitlines() if "rror" in line
+                  and "elastic" not in line] or done.stderr.splitlines() or ["?"]
+        raise SystemExit(f"{name} failed: {errors[0]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

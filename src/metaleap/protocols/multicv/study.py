@@ -219,6 +219,7 @@ class MetaRun(MultiCVRun):
             template, self.cfg.options(method), context)
         self.meta_steps = self.cfg.meta_steps
         self.patience = Patience(self.cfg.meta_patience)
+        self.collective = methods.get(method).meta_trains  # no pretraining: one process
 
     def state(self) -> dict[str, Any]:
         return {"meta_patience": self.patience.state()}
@@ -270,7 +271,10 @@ class MetaRun(MultiCVRun):
 
 class SequentialRun(MultiCVRun):
     """Progressive Nets or HAT: its "meta-steps" are the pretraining data sets, one each in
-    order; the held-out data set is its next task, trained inside the exported network."""
+    order; the held-out data set is its next task, trained inside the exported network.
+    Under torchrun it runs whole on one process (:attr:`MethodRun.collective`)."""
+
+    collective = False
 
     def __init__(self, study: MultiCVStudy, method: str, seed: int, holdout: str) -> None:
         super().__init__(study, method, seed, holdout)
