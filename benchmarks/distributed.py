@@ -97,6 +97,8 @@ def worker(args: argparse.Namespace) -> None:
                           "comm_share": comm[0] / seconds, "wait_share": wait[0] / seconds,
                           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
     distributed.shutdown()
+    if distributed.launched():
+        distributed.exit(0)
 
 
 MetaStep = tuple[Callable[[int], object], float]
@@ -154,8 +156,9 @@ def launch(name: str, args: argparse.Namespace) -> dict[str, float]:
     done = subprocess.run(prefix + work, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": str(threads)})
     if done.returncode:
-        errors = [line.strip() for line in done.stderr.splitlines() if "rror" in line
-                  and "elastic" not in line] or done.stderr.splitlines() or ["?"]
+        errors = [line.strip() for line in done.stderr.splitlines() if ("rror" in line or
+                  "terminate" in line) and "elastic" not in line and "ChildFailed" not in line
+                  ] or done.stderr.splitlines() or ["?"]
         raise SystemExit(f"{name} failed: {errors[0]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -227,9 +227,9 @@ class RLRun(MethodRun):
         start = resumed.game if resumed is not None else 0
         if resumed is not None and resumed.segments.segment == 0:
             learner.load_progress_state(resumed.learner)
-        mine = [j for j in learner.share(range(len(games)), processes) if j >= start]
+        positions = [j for j in learner.share(range(len(games)), processes) if j >= start]
         scores = torch.zeros(len(games), 2, dtype=torch.float64)  # (mean return, has one)
-        for j in mine:
+        for j in positions:
             game = games[j]
             agent = self.study.agent(game, self.seed, step)
             optimizer = self.study.optimizer(agent)
@@ -269,12 +269,12 @@ class RLRun(MethodRun):
         cfg, processes = self.cfg, self.study.processes
         resumed, save = self._saver(context, EvalProgress)
         done: dict[str, Any] = dict(resumed.done) if resumed is not None else {}
-        mine = processes.share(cfg.heldout)
-        bar = tqdm(total=len(mine) * cfg.eval_steps, desc=f"{self.method} seed "
+        share = processes.share(cfg.heldout)
+        bar = tqdm(total=len(share) * cfg.eval_steps, desc=f"{self.method} seed "
                    f"{self.seed} held-out", unit="env-step", unit_scale=True,
                    disable=not context.bars, dynamic_ncols=True)
         with bar:
-            for game in mine:
+            for game in share:
                 if game in done:
                     bar.update(cfg.eval_steps)
                     continue
