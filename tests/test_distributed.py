@@ -265,3 +265,32 @@ def test_two_nodes_give_the_single_process_results(tmp_path: Path, protocol: str
     for child in two_nodes(["-m", "metaleap", *argv, "--out", str(tmp_path / "two")]):
         assert child.returncode == 0, child.stderr[-3000:]
     assert_same_results(single(argv), tmp_path / "two")
+
+
+MISSING_ON_RANK_1 = textwrap.dedent("""
+    import os, sys
+    from metaleap.cli import main
+    from metaleap.protocols.rl import study
+    from metaleap.tasks.errors import MissingDependencyError
+
+    original = study.open_games
+
+    def open_games(env, names):  # rank 1's machine lacks the game package
+        if os.environ["RANK"] == "1":
+            raise MissingDependencyError("minatar is not installed: pip install 'metaleap[rl]'")
+        return original(env, names)
+
+    study.open_games = open_games
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_rank_missing_its_game_package_fails_the_group_in_one_line(tmp_path: Path):
+    script = tmp_path / "missing.py"
+    script.write_text(MISSING_ON_RANK_1)
+    child = torchrun([str(script), *RL, "--out", str(tmp_path / "run")])
+    assert child.returncode != 0
+    lines = [line for line in child.stderr.splitlines() if line.startswith("metaleap: error")]
+    assert lines == ["metaleap: error (rank 1): minatar is not installed: pip install "
+                     "'metaleap[rl]'"]
+    assert not (tmp_path / "run").exists()
