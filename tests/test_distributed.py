@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -22,11 +25,11 @@ STUDY = ["transfer", "--preset", "tiny", "--no-progress", "--threads", "1", "--t
          "--set", "meta_batch=3", "--set", "meta_steps=3", "--set", "checkpoint_every=1"]
 
 
-def torchrun(args: list[str], restarts: int = 0, env: dict[str, str] | None = None
-             ) -> subprocess.CompletedProcess[str]:
+def torchrun(args: list[str], restarts: int = 0, env: dict[str, str] | None = None,
+             procs: int = 2) -> subprocess.CompletedProcess[str]:
     """``torchrun --standalone --nproc-per-node 2`` (a loopback rendezvous) on ``args``."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", f"--max-restarts={restarts}", *args]
+               "--nproc-per-node", str(procs), f"--max-restarts={restarts}", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
 
@@ -97,7 +100,7 @@ def test_a_killed_worker_restarts_and_finishes_as_if_uninterrupted(tmp_path: Pat
     script.write_text(KILLED)
     child = torchrun([str(script), *STUDY, *data, "--out", str(tmp_path / "two")], restarts=1)
     assert child.returncode == 0, child.stderr[-3000:]
-    assert "exitcode  : 137" in child.stderr or "137" in child.stderr  # it was killed
+    assert "failed (exitcode" in child.stderr  # the first group failed (rank 1 killed)
     assert_same_study(tmp_path / "one", tmp_path / "two")
     sessions = json.loads((tmp_path / "two" / "provenance.json").read_text())["sessions"]
     assert len(sessions) == 2  # the restarted group resumed the same folder
@@ -128,3 +131,166 @@ def test_reduce_flattens_every_entry_into_one_all_reduce():
     blocks = [Processes(rank=r, world=3).share(list(range(7))) for r in range(3)]
     assert blocks == [[0, 1, 2], [3, 4], [5, 6]]
     assert Processes(rank=2, world=3).share([0, 1]) == []  # a rank may hold no task
+
+
+# ---------------------------------------------------------------- every protocol's tiny preset
+RUN = ["--no-progress", "--threads", "1", "--timeout", "60"]
+MULTICV = ["multicv", "--preset", "tiny", *RUN]
+RL = ["rl", "--preset", "tiny", *RUN]
+
+
+def numbers(value: object, path: str = "") -> dict[str, object]:
+    """Every leaf of a results.json by its path, the provenance (times, code state) left out."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() if key != "provenance"
+                for k, v in numbers(item, f"{path}/{key}").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in numbers(item, f"{path}[{i}]")
+                .items()}
+    return {path: value}
+
+
+def assert_same_results(one: Path, two: Path) -> None:
+    """The same results.json, every float within 1e-6."""
+    a, b = (numbers(json.loads((run / "results.json").read_text())) for run in (one, two))
+    assert a.keys() == b.keys()
+    for path, x in a.items():
+        y = b[path]
+        if isinstance(x, float) and isinstance(y, float):
+            assert abs(x - y) <= 1e-6, (path, x, y)
+        else:
+            assert x == y, (path, x, y)
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[str]], Path]:
+    """The 1-process run folder of a command line, run once per module."""
+    done: dict[str, Path] = {}
+
+    def run(argv: list[str]) -> Path:
+        key = " ".join(argv)
+        if key not in done:
+            out = tmp_path_factory.mktemp("one")
+            assert main([*argv, "--out", str(out), "--overwrite"]) == 0
+            done[key] = out
+        return done[key]
+
+    return run
+
+
+def test_multicv_on_two_processes_gives_the_single_process_results(
+        tmp_path: Path, single: Callable[[list[str]], Path]):
+    """Each rank pretrains one of the two data sets; held-out runs and the sequential
+    baselines run on both; the early stopping sees every data set's metrics."""
+    child = torchrun(["-m", "metaleap", *MULTICV, "--out", str(tmp_path / "two")])
+    assert child.returncode == 0, child.stderr[-3000:]
+    one = single(MULTICV)
+    assert_same_results(one, tmp_path / "two")
+    assert records(one) == records(tmp_path / "two")
+
+
+def test_rl_on_two_processes_gives_the_single_process_results(
+        tmp_path: Path, single: Callable[[list[str]], Path]):
+    child = torchrun(["-m", "metaleap", *RL, "--out", str(tmp_path / "two")])
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.count("report and plots in") == 1  # rank 0 alone writes and prints
+    one = single(RL)
+    assert_same_results(one, tmp_path / "two")
+    assert records(one) == records(tmp_path / "two")
+
+
+KILLED_GAME = textwrap.dedent("""
+    import os, sys
+    from metaleap.cli import main
+    from metaleap.protocols.rl.study import RLRun
+
+    original, boundaries = RLRun._train_game, []
+
+    def _train_game(self, game, agent, optimizer, total, purpose, saved, save, *rest, **kw):
+        def dying(segments):  # rank 1 dies mid-game in Leap's second meta-step, first try
+            boundaries.append(purpose)
+            if (boundaries.count("train") == 2 and os.environ["RANK"] == "1"
+                    and os.environ["TORCHELASTIC_RESTART_COUNT"] == "0"):
+                os._exit(137)
+            save(segments)
+        return original(self, game, agent, optimizer, total, purpose, saved, dying, *rest, **kw)
+
+    RLRun._train_game = _train_game
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_rl_resumes_after_a_killed_rank_as_if_uninterrupted(
+        tmp_path: Path, single: Callable[[list[str]], Path]):
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_GAME)
+    child = torchrun([str(script), *RL, "--out", str(tmp_path / "two")], restarts=1)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "failed (exitcode" in child.stderr  # the first group failed (rank 1 killed)
+    assert_same_results(single(RL), tmp_path / "two")
+    sessions = json.loads((tmp_path / "two" / "provenance.json").read_text())["sessions"]
+    assert len(sessions) == 2
+
+
+@pytest.mark.parametrize("argv", [RL, MULTICV], ids=["rl", "multicv"])
+def test_more_processes_than_a_meta_batch_holds_are_refused(tmp_path: Path, argv: list[str]):
+    child = torchrun(["-m", "metaleap", *argv, "--out", str(tmp_path / "run")], procs=3)
+    assert child.returncode != 0
+    assert "3 processes but a meta-" in child.stderr and "start at most 2" in child.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def two_nodes(args: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Two torchrun launchers, 1 process each, meeting at a c10d rendezvous on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launchers = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(r),
+         "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-id", "two-nodes",
+         "--rdzv-endpoint", f"127.0.0.1:{port}", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}) for r in (0, 1)]
+    done = []
+    for p in launchers:
+        out, err = p.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
+
+
+@pytest.mark.parametrize("protocol", ["transfer", "rl"])
+def test_two_nodes_give_the_single_process_results(tmp_path: Path, protocol: str,
+                                                   single: Callable[[list[str]], Path]):
+    argv = [protocol, "--preset", "tiny", *RUN]
+    for child in two_nodes(["-m", "metaleap", *argv, "--out", str(tmp_path / "two")]):
+        assert child.returncode == 0, child.stderr[-3000:]
+    assert_same_results(single(argv), tmp_path / "two")
+
+
+MISSING_ON_RANK_1 = textwrap.dedent("""
+    import os, sys
+    from metaleap.cli import main
+    from metaleap.protocols.rl import study
+    from metaleap.tasks.errors import MissingDependencyError
+
+    original = study.open_games
+
+    def open_games(env, names):  # rank 1's machine lacks the game package
+        if os.environ["RANK"] == "1":
+            raise MissingDependencyError("minatar is not installed: pip install 'metaleap[rl]'")
+        return original(env, names)
+
+    study.open_games = open_games
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_rank_missing_its_game_package_fails_the_group_in_one_line(tmp_path: Path):
+    script = tmp_path / "missing.py"
+    script.write_text(MISSING_ON_RANK_1)
+    child = torchrun([str(script), *RL, "--out", str(tmp_path / "run")])
+    assert child.returncode != 0
+    lines = [line for line in child.stderr.splitlines() if line.startswith("metaleap: error")]
+    assert lines == ["metaleap: error (rank 1): minatar is not installed: pip install "
+                     "'metaleap[rl]'"]
+    assert not (tmp_path / "run").exists()

@@ -253,7 +253,7 @@ def test_meta_training_stops_early_and_resumes_at_the_same_step(
     after meta-step 3 of 5, and so does a run killed in meta-step 3 and resumed from the
     checkpoint of step 2 (which holds the counter)."""
     monkeypatch.setattr(P.MetaRun, "round_metrics",
-                        staticmethod(lambda trainings: {"val_error": 0.5, "inner_steps": 1.0}))
+                        staticmethod(lambda best, steps: {"val_error": 0.5, "inner_steps": 1.0}))
     argv = TINY + ["--set", "methods=leap,scratch", "--set", "meta_steps=5"]
     assert main(argv + ["--out", str(tmp_path / "straight")]) == 0
     original = P.MetaRun.meta_step

@@ -122,30 +122,35 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a torchrun worker leaves its process group and then the process
+    itself, without the interpreter's teardown (:func:`metaleap.distributed.exit`)."""
     args = parser().parse_args(argv)
     where = f" (rank {os.environ['RANK']})" if int(os.environ.get("WORLD_SIZE", "1")) > 1 \
         else ""
+    code = 0
     try:
         args.func(args)
     except expected_errors() as e:
         print(f"metaleap: error{where}: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("metaleap: interrupted; the last checkpoint is kept: rerun with --resume",
               file=sys.stderr)
-        return 130
+        code = 130
     except Exception:
         traceback.print_exc()
         print(f"metaleap: unexpected error{where} (above); every file written so far is "
               "complete, and the run folder resumes from its last checkpoint: rerun with "
               "--resume", file=sys.stderr)
-        return 1
+        code = 1
     finally:
         if "torch.distributed" in sys.modules:
             from metaleap import distributed
 
             distributed.shutdown()
-    return 0
+    if "torch.distributed" in sys.modules and distributed.launched():
+        distributed.exit(code)
+    return code
 
 
 

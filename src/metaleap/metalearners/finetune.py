@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from metaleap.leap import Contribution
 from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
+    ONE_PROCESS,
     Context,
     MetaBatchTask,
     MetaLearner,
@@ -88,6 +89,12 @@ class Finetune(MetaLearner):
     def share(self, tasks: Sequence[T], processes: Processes) -> list[T]:
         """Every task, on every process: they train one network in place."""
         return list(tasks)
+
+    def meta_step(self, tasks: Sequence[MetaBatchTask], processes: Processes = ONE_PROCESS
+                  ) -> tuple[list[TaskRun], dict[str, float]]:
+        """Every task, on this process as on every other: the losses are not reduced (they
+        would count each task once per process)."""
+        return self.train_tasks(self.share(tasks, processes)), self.meta_update()
 
     def train_tasks(self, tasks: Sequence[MetaBatchTask]) -> list[TaskRun]:
         """Round-robin: one inner step of each unfinished task in turn, each through its head

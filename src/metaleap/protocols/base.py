@@ -96,6 +96,10 @@ class MethodRun(ABC):
     meta_steps: int
     eval_every: int
     checkpoint_every: int
+    #: Whether the run needs every process (its meta-step or evaluation is shared among
+    #: them); under torchrun, consecutive runs that do not are shared out whole, one process
+    #: each (:func:`metaleap.protocols.trainer.run_study`).
+    collective: bool = True
 
     @property
     def key(self) -> str:

@@ -53,6 +53,9 @@ def run_arguments(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action="store_true",
                    help="also log scalars for TensorBoard into OUT/tensorboard")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="under torchrun: seconds a collective waits for the other ranks "
+                        "(default 600)")
 
 
 def dry_run_argument(p: argparse.ArgumentParser) -> None:

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from metaleap import methods
 from metaleap.devices import thread_warning
+from metaleap.metalearners.base import ONE_PROCESS, Processes
 from metaleap.protocols.base import (
     CheckpointError,
     DivergedError,
@@ -114,11 +115,76 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
         note = thread_warning()
         if note is not None:
             print(note, file=sys.stderr, flush=True)
-    results = {}
+    processes = getattr(protocol, "processes", ONE_PROCESS)
+    results: dict[str, dict[str, Any]] = {}
+    alone: list[MethodRun] = []  # consecutive runs to share out whole, one process each
+
+    def share_out() -> None:
+        results.update(_train_alone(alone, processes, store, progress))
+        alone.clear()
+
     for run in protocol.runs():
         result = store.load_result(run.key)
+        if result is None and processes.world > 1 and not run.collective:
+            alone.append(run)
+            continue
+        share_out()
         if result is None:
             result = train(run, store, progress)
             store.save_result(run.key, result)
+        results[run.key] = result
+    share_out()
+    return results
+
+
+class _Memory:
+    """A :class:`Store` in memory for a run one process trains alone: it resumes from the
+    run folder's checkpoint, if any, and keeps the log, the result and the export for rank
+    0 to write; it saves no checkpoint (a restarted group trains the run again)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.records: list[dict[str, Any]] = []
+        self.export: tuple[dict[str, torch.Tensor], dict[str, str]] = ({}, {})
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def save_state(self, key: str, state: dict[str, Any]) -> None:
+        """Nothing: see the class docstring."""
+
+    def load_state(self, key: str) -> dict[str, Any] | None:
+        return self.store.load_state(key)
+
+    def save_result(self, key: str, result: dict[str, Any]) -> None:
+        """Nothing: the trainer hands the result on."""
+
+    def load_result(self, key: str) -> dict[str, Any] | None:
+        return None
+
+    def export_initialization(self, key: str, tensors: dict[str, torch.Tensor],
+                              metadata: dict[str, str]) -> None:
+        self.export = ({k: t.detach().cpu().clone() for k, t in tensors.items()}, metadata)
+
+
+def _train_alone(runs: list[MethodRun], processes: Processes, store: Store, progress: bool
+                 ) -> dict[str, dict[str, Any]]:
+    """Train ``runs`` round-robin, each whole on one process, and hand every log record,
+    export and result to every process (:meth:`Processes.all_gather`, exact); the store
+    (rank 0's run folder) then receives them in the order one process would have written."""
+    mine = {}
+    for i, run in enumerate(runs):
+        if i % processes.world == processes.rank:
+            memory = _Memory(store)
+            result = train(run, memory, progress)
+            mine[run.key] = (memory.records, memory.export, result)
+    found = {key: done for part in processes.all_gather(mine) for key, done in part.items()}
+    results = {}
+    for run in runs:
+        records, (tensors, metadata), result = found[run.key]
+        for record in records:
+            store.log(record)
+        store.export_initialization(run.key, tensors, metadata)
+        store.save_result(run.key, result)
         results[run.key] = result
     return results

@@ -8,37 +8,33 @@ from pathlib import Path
 
 from metaleap.protocols.commands import (
     Presets,
-    cpu_settings,
     dry_run,
     dry_run_argument,
+    flags,
+    prepare,
     run_arguments,
     run_study,
 )
 
 
 def cmd_multicv(args: argparse.Namespace) -> None:
-    from metaleap.devices import resolve_device
-    from metaleap.distributed import launched
-    from metaleap.metalearners import ONE_PROCESS
-    from metaleap.protocols.config import ConfigError
     from metaleap.protocols.multicv.config import resolve_config
     from metaleap.protocols.multicv.study import MultiCVStudy
 
-    if launched():
-        raise ConfigError("metaleap multicv runs in one process: start it without torchrun")
     fields = {"holdout": [h for h in args.holdout.split(",") if h]} if args.holdout else {}
     cfg = resolve_config(args.preset, args.overrides, **fields)
-    cpu_settings(args)
-    study = MultiCVStudy(cfg, resolve_device(args.device), args.allow_missing)
-    for name, why in study.left_out.items():
+    processes, device = prepare(args)
+    study = MultiCVStudy(cfg, device, args.allow_missing, processes)
+    for name, why in study.left_out.items() if processes.main else ():
         print(f"metaleap: running without {name}: {why}", file=sys.stderr)
     if args.dry_run:
         from metaleap.protocols.multicv.dryrun import multicv_budget
 
-        return dry_run(ONE_PROCESS, lambda: multicv_budget(study),
+        return dry_run(processes, lambda: multicv_budget(study),
                         f"multicv {args.preset}: config checked, data sets "
                         f"{', '.join(study.cfg.datasets)}, on {study.device}")
-    report = run_study(study, Path(args.out), args, args.resume, args.overwrite)
+    out = Path(args.out)
+    report = run_study(study, out, args, *flags(args, out, args.resume))
     if report is not None:
         print(report.read_text())
         print(f"report and plots in {report.parent}")

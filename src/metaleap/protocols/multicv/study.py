@@ -46,7 +46,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaleap import methods, seeding
-from metaleap.metalearners import Context, MetaLearner, SequentialLearner, TaskHandle
+from metaleap.metalearners import (
+    ONE_PROCESS,
+    Context,
+    MetaLearner,
+    Processes,
+    SequentialLearner,
+    TaskHandle,
+)
 from metaleap.models import ConvNet, init_linear, make_convnet, outside_encoder
 from metaleap.protocols.base import MethodRun, RunContext, SeedTasks, StudyProtocol
 from metaleap.protocols.config import ConfigError
@@ -78,12 +85,18 @@ class MultiCVStudy(StudyProtocol):
     missing raises :class:`MissingDependencyError` naming its install command, unless
     ``allow_missing``: then the study runs on the others, and ``left_out`` (recorded in
     ``config.json`` and the data identity) says what was left out and why.
+
+    With several ``processes`` (torchrun), each meta-step's pretraining data sets are shared
+    among them by the learner (finetuning trains all of them on every process) and its sums
+    all-reduced; the held-out runs and the sequential baselines run whole, identically, on
+    every process (docs/distributed.md). Each process needs a pretraining data set: more
+    processes than a meta-step has data sets are refused.
     """
 
     name = "multicv"
 
     def __init__(self, cfg: MultiCVConfig, device: torch.device | str = "cpu",
-                 allow_missing: bool = False) -> None:
+                 allow_missing: bool = False, processes: Processes = ONE_PROCESS) -> None:
         cfg.check()
         self.data = MultiCV(cfg.datasets, seed=cfg.data_seed, max_train=cfg.max_train,
                             max_val=cfg.max_val, max_test=cfg.max_test)
@@ -96,7 +109,11 @@ class MultiCVStudy(StudyProtocol):
         if self.left_out and not allow_missing:
             raise MissingDependencyError(missing_message(self.left_out))
         self.cfg = cfg.without(self.left_out) if self.left_out else cfg
-        self.device = torch.device(device)
+        self.device, self.processes = torch.device(device), processes
+        pretrain = len(self.cfg.datasets) - 1
+        if processes.world > pretrain:
+            raise ConfigError(f"{processes.world} processes but a meta-step pretrains on "
+                              f"{pretrain} data sets: start at most {pretrain}")
         self.classes = {name: self.dataset(name).num_classes for name in self.cfg.datasets}
         self._tasks = SeedTasks(self._build_task, self.device)
         for name in self.cfg.datasets:  # checks every split once, with the first seed
@@ -183,10 +200,9 @@ class MultiCVRun(MethodRun):
                 "pretrain": json.dumps(self.pretrain), "config": json.dumps(self.cfg.to_dict())}
 
     @staticmethod
-    def round_metrics(trainings: Sequence[InnerTraining]) -> dict[str, float]:
+    def round_metrics(best: Sequence[float], steps: Sequence[float]) -> dict[str, float]:
         """A pretraining round's metrics: mean best validation error and steps per task."""
-        return {"val_error": statistics.fmean(t.patience.best for t in trainings),
-                "inner_steps": statistics.fmean(t.steps for t in trainings)}
+        return {"val_error": statistics.fmean(best), "inner_steps": statistics.fmean(steps)}
 
 
 class MetaRun(MultiCVRun):
@@ -203,6 +219,7 @@ class MetaRun(MultiCVRun):
             template, self.cfg.options(method), context)
         self.meta_steps = self.cfg.meta_steps
         self.patience = Patience(self.cfg.meta_patience)
+        self.collective = methods.get(method).meta_trains  # no pretraining: one process
 
     def state(self) -> dict[str, Any]:
         return {"meta_patience": self.patience.state()}
@@ -214,11 +231,33 @@ class MetaRun(MultiCVRun):
         return self.patience.stopped
 
     def meta_step(self, step: int, context: RunContext) -> dict[str, float]:
+        processes = self.study.processes
         runs, metrics = self.learner.meta_step(
-            [PretrainingTask(self, step, j, name) for j, name in enumerate(self.pretrain)])
-        metrics = {**metrics, **self.round_metrics([run.training for run in runs])}
+            [PretrainingTask(self, step, j, name) for j, name in enumerate(self.pretrain)],
+            processes)
+        rows = self.gather([run for run in runs if isinstance(run, PretrainingRun)])
+        metrics = {**metrics, **self.round_metrics(rows[:, 0].tolist(), rows[:, 1].tolist())}
         self.patience.update(metrics["val_error"])
         return metrics
+
+    def gather(self, runs: Sequence[PretrainingRun]) -> Tensor:
+        """Every pretraining task's (best validation error, steps), from all processes: each
+        fills the rows of its share (:meth:`Processes.share`, whatever tasks its learner
+        trained) in a zero table that is all-reduced, exactly; so every process sees the same
+        metrics and stops at the same meta-step."""
+        processes = self.study.processes
+        mine = set(processes.share(range(len(self.pretrain))))
+        rows = torch.zeros(len(self.pretrain), 3, dtype=torch.float64)
+        for run in runs:
+            if run.index in mine:
+                rows[run.index] = torch.tensor([run.training.patience.best,
+                                                run.training.steps, 1.0], dtype=torch.float64)
+        rows = processes.all_sum(rows)
+        if not bool((rows[:, 2] == 1).all()):
+            raise RuntimeError(f"{self.method}: the processes trained "
+                               f"{rows[:, 2].tolist()} times each pretraining data set, "
+                               "not once")
+        return rows[:, :2]
 
     def evaluate(self, init: dict[str, Tensor], context: RunContext) -> dict[str, Any]:
         model = self.study.model(self.holdout, self.seed, "eval")
@@ -232,7 +271,10 @@ class MetaRun(MultiCVRun):
 
 class SequentialRun(MultiCVRun):
     """Progressive Nets or HAT: its "meta-steps" are the pretraining data sets, one each in
-    order; the held-out data set is its next task, trained inside the exported network."""
+    order; the held-out data set is its next task, trained inside the exported network.
+    Under torchrun it runs whole on one process (:attr:`MethodRun.collective`)."""
+
+    collective = False
 
     def __init__(self, study: MultiCVStudy, method: str, seed: int, holdout: str) -> None:
         super().__init__(study, method, seed, holdout)
@@ -258,7 +300,8 @@ class SequentialRun(MultiCVRun):
 
     def meta_step(self, step: int, context: RunContext) -> dict[str, float]:
         name = self.pretrain[step]
-        return self.round_metrics([self.learn(self.learner, step, name, "inner", 0, name)])
+        training = self.learn(self.learner, step, name, "inner", 0, name)
+        return self.round_metrics([training.patience.best], [training.steps])
 
     def evaluate(self, init: dict[str, Tensor], context: RunContext) -> dict[str, Any]:
         net = self.network()
@@ -288,14 +331,14 @@ class PretrainingTask:
         training = self.run.inner(self.run.study.task(self.name, self.run.seed),
                                   ModelTrainee(handle.model, handle.module, handle),
                                   handle.optimizer, "inner", self.step, self.name)
-        return PretrainingRun(handle, training)
+        return PretrainingRun(self.index, handle, training)
 
 
 class PretrainingRun:
-    """A pretraining task in training (a :class:`~metaleap.metalearners.TaskRun`)."""
+    """Pretraining task ``index`` in training (a :class:`~metaleap.metalearners.TaskRun`)."""
 
-    def __init__(self, handle: TaskHandle, training: InnerTraining) -> None:
-        self.handle, self.training = handle, training
+    def __init__(self, index: int, handle: TaskHandle, training: InnerTraining) -> None:
+        self.index, self.handle, self.training = index, handle, training
 
     @property
     def done(self) -> bool:

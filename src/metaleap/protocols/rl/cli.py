@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from metaleap.protocols.commands import (
     Presets,
-    cpu_settings,
     dry_run,
     dry_run_argument,
+    flags,
+    prepare,
     run_arguments,
     run_study,
 )
@@ -36,25 +37,20 @@ def settings_config(args: argparse.Namespace) -> RLConfig:
 
 
 def cmd_rl(args: argparse.Namespace) -> None:
-    from metaleap.devices import resolve_device
-    from metaleap.distributed import launched
-    from metaleap.metalearners import ONE_PROCESS
-    from metaleap.protocols.config import ConfigError
     from metaleap.protocols.rl.study import RLStudy
 
-    if launched():
-        raise ConfigError("metaleap rl runs in one process: start it without torchrun")
     cfg = settings_config(args)
-    cpu_settings(args)
+    processes, device = prepare(args)
     out = Path(args.out)
-    study = RLStudy(cfg, resolve_device(args.device), progress=not args.no_progress)
+    study = RLStudy(cfg, device, progress=processes.main and not args.no_progress,
+                    processes=processes)
     if args.dry_run:
         from metaleap.protocols.rl.dryrun import rl_budget
 
-        return dry_run(ONE_PROCESS, lambda: rl_budget(study),
+        return dry_run(processes, lambda: rl_budget(study),
                         f"rl {args.preset or cfg.env}: config checked, {len(study.games)} "
                         f"{cfg.env} games, on {study.device}")
-    report = run_study(study, out, args, args.resume, args.overwrite)
+    report = run_study(study, out, args, *flags(args, out, args.resume))
     if report is not None:
         print(report.read_text())
         print(f"report and plots in {report.parent}")

@@ -15,6 +15,12 @@ environments afresh from the stream (seed, purpose, game, segment). Progress is 
 segment boundaries, inside a game as well as between games and during the evaluation
 (:class:`MetaProgress`, :class:`EvalProgress`), so a run killed anywhere resumes
 bit-identically, losing at most one segment.
+
+Under torchrun, each process trains its share of a meta-batch's games (the learner's
+``share``) and one all-reduce per meta-step combines the sums; the held-out games are shared
+the same way and their episodes all-reduced, exactly. Only rank 0 checkpoints, so with
+several processes progress is saved on meta-step boundaries alone: a restarted group redoes
+the meta-step (or the evaluation) it was in, with the same results (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from metaleap import methods, seeding
-from metaleap.metalearners import Context, MetaLearner
+from metaleap.metalearners import ONE_PROCESS, Context, MetaLearner, Processes
 from metaleap.models import ActorCritic, outside_encoder
 from metaleap.protocols.base import (
     CheckpointError,
@@ -104,14 +110,19 @@ def _progress(state: dict[str, Any] | None, kind: type, key: str) -> Any:
 
 # ------------------------------------------------------------------------ the study
 class RLStudy(StudyProtocol):
-    """The protocol bound to a config and a device; see the module docstring."""
+    """The protocol bound to a config, a device and its processes; see the module docstring.
+    Each process needs a game of every meta-batch: more processes are refused."""
 
     name = "rl"
 
     def __init__(self, cfg: RLConfig, device: torch.device | str = "cpu",
-                 progress: bool = False) -> None:
+                 progress: bool = False, processes: Processes = ONE_PROCESS) -> None:
         cfg.check()
-        self.cfg, self.device = cfg, torch.device(device)
+        self.cfg, self.device, self.processes = cfg, torch.device(device), processes
+        games = min(cfg.meta_batch, len(cfg.pretrain))
+        if processes.world > games:
+            raise ConfigError(f"{processes.world} processes but a meta-batch has {games} "
+                              f"games: start at most {games}")
         self.progress = progress  # a bar of environment steps per pretraining game
         self.games = open_games(cfg.env, list(dict.fromkeys(cfg.pretrain + cfg.heldout)))
         wide = [f"{g} ({self.games[g].num_actions})" for g in cfg.pretrain
@@ -196,15 +207,29 @@ class RLRun(MethodRun):
                               episodes.state()))
         return final, episodes
 
+    def _saver(self, context: RunContext, kind: type) -> tuple[Any, Callable[[Any], None]]:
+        """The progress ``context`` resumes (as ``kind``) and how to save more: with several
+        processes, nothing is saved inside a meta-step or the evaluation (rank 0 would save
+        its own games alone), and a checkpoint saved inside one by a single process is
+        refused."""
+        resumed = _progress(context.resumed, kind, self.key)
+        if self.study.processes.world == 1:
+            return resumed, lambda progress: context.save(progress.state())
+        if resumed is not None:
+            raise CheckpointError(f"checkpoints/{self.key}.pt was saved inside a meta-step or "
+                                  "the evaluation by one process: resume it without torchrun")
+        return None, lambda progress: None
+
     def meta_step(self, step: int, context: RunContext) -> dict[str, float]:
-        cfg, learner = self.cfg, self.learner
+        cfg, learner, processes = self.cfg, self.learner, self.study.processes
         games = self.study.meta_batch(cfg, self.seed, step)
-        resumed: MetaProgress | None = _progress(context.resumed, MetaProgress, self.key)
+        resumed, save = self._saver(context, MetaProgress)
         start = resumed.game if resumed is not None else 0
         if resumed is not None and resumed.segments.segment == 0:
             learner.load_progress_state(resumed.learner)
-        scores = {}
-        for j in range(start, len(games)):
+        positions = [j for j in learner.share(range(len(games)), processes) if j >= start]
+        scores = torch.zeros(len(games), 2, dtype=torch.float64)  # (mean return, has one)
+        for j in positions:
             game = games[j]
             agent = self.study.agent(game, self.seed, step)
             optimizer = self.study.optimizer(agent)
@@ -218,29 +243,38 @@ class RLRun(MethodRun):
                     final, episodes = self._train_game(
                         game, agent, optimizer, cfg.train_steps, "train",
                         mine.segments if mine is not None else None,
-                        lambda segments, j=j, t=t: context.save(MetaProgress(
-                            j, learner.progress_state(t), segments).state()),
+                        lambda segments, j=j, t=t: save(MetaProgress(
+                            j, learner.progress_state(t), segments)),
                         t.report, closing=True, bar=bar)
                 assert final is not None
                 t.finish(final)
             if episodes.returns:
-                scores[f"return_{game}"] = statistics.fmean(episodes.returns[-cfg.window:])
+                scores[j] = torch.tensor([statistics.fmean(episodes.returns[-cfg.window:]),
+                                          1.0], dtype=torch.float64)
             if j + 1 < len(games):
-                context.save(MetaProgress(j + 1, learner.progress_state()).state())
-        return {**learner.meta_update(), **scores}
+                save(MetaProgress(j + 1, learner.progress_state()))
+        metrics = learner.meta_update(processes.reduce)
+        # Each game's score from the process whose share holds it, summed exactly (a resumed
+        # process logs the games it trained since).
+        owned = set(processes.share(range(len(games))))
+        scores = processes.all_sum(scores * torch.tensor(
+            [[float(j in owned)] for j in range(len(games))], dtype=torch.float64))
+        return {**metrics, **{f"return_{games[j]}": float(scores[j, 0])
+                              for j in range(len(games)) if scores[j, 1]}}
 
     def validate(self, step: int) -> dict[str, Any] | None:
         return None
 
     def evaluate(self, init: dict[str, Tensor], context: RunContext) -> dict[str, Any]:
-        cfg = self.cfg
-        resumed: EvalProgress | None = _progress(context.resumed, EvalProgress, self.key)
+        cfg, processes = self.cfg, self.study.processes
+        resumed, save = self._saver(context, EvalProgress)
         done: dict[str, Any] = dict(resumed.done) if resumed is not None else {}
-        bar = tqdm(total=len(cfg.heldout) * cfg.eval_steps, desc=f"{self.method} seed "
+        share = processes.share(cfg.heldout)
+        bar = tqdm(total=len(share) * cfg.eval_steps, desc=f"{self.method} seed "
                    f"{self.seed} held-out", unit="env-step", unit_scale=True,
                    disable=not context.bars, dynamic_ncols=True)
         with bar:
-            for game in cfg.heldout:
+            for game in share:
                 if game in done:
                     bar.update(cfg.eval_steps)
                     continue
@@ -251,12 +285,38 @@ class RLRun(MethodRun):
                     else None
                 _, episodes = self._train_game(
                     game, agent, optimizer, cfg.eval_steps, "eval", mine,
-                    lambda segments, game=game: context.save(
-                        EvalProgress(game, done, segments).state()), bar=bar)
+                    lambda segments, game=game: save(EvalProgress(game, done, segments)),
+                    bar=bar)
                 done[game] = {"steps": episodes.steps, "returns": episodes.returns,
                               "random_return": random_return(cfg, self.study.games[game],
                                                              self.seed)}
-        return {"method": self.method, "seed": self.seed, "games": done}
+        if processes.world > 1:
+            done = self.gather(done)
+        return {"method": self.method, "seed": self.seed,
+                "games": {game: done[game] for game in cfg.heldout}}
+
+    def gather(self, done: dict[str, Any]) -> dict[str, Any]:
+        """Every held-out game's record from the process that trained it: the episode counts,
+        then (random return, steps, returns) zero-padded to the longest, each all-reduced
+        (exactly: one process's values plus zeros)."""
+        processes, heldout = self.study.processes, self.cfg.heldout
+        counts = torch.tensor([len(done[g]["steps"]) if g in done else 0 for g in heldout],
+                              dtype=torch.int64)
+        counts = processes.all_sum(counts)
+        width = int(counts.max()) if len(counts) else 0
+        rows = torch.zeros(len(heldout), 1 + 2 * width, dtype=torch.float64)
+        for i, game in enumerate(heldout):
+            if game in done:
+                record, n = done[game], len(done[game]["steps"])
+                rows[i, 0] = record["random_return"]
+                rows[i, 1:1 + n] = torch.tensor(record["steps"], dtype=torch.float64)
+                rows[i, 1 + width:1 + width + n] = torch.tensor(record["returns"],
+                                                                dtype=torch.float64)
+        rows = processes.all_sum(rows)
+        return {game: {"steps": [int(v) for v in rows[i, 1:1 + n].tolist()],
+                       "returns": rows[i, 1 + width:1 + width + n].tolist(),
+                       "random_return": float(rows[i, 0])}
+                for i, (game, n) in enumerate(zip(heldout, counts.tolist(), strict=True))}
 
     def export_metadata(self) -> dict[str, str]:
         return {"method": self.method, "seed": str(self.seed), "env": self.cfg.env,

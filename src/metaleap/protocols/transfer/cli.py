@@ -40,9 +40,6 @@ def study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
     p.add_argument("--task-batching", choices=("auto", "on", "off"),
                    help="train a meta-batch's tasks and the held-out tasks as one computation "
                         "(auto: on CUDA only; equal to off up to float rounding)")
-    p.add_argument("--timeout", type=float, default=600.0,
-                   help="under torchrun: seconds a collective waits for the other ranks "
-                        "(default 600)")
     run_arguments(p, out)
 
 
