@@ -522,10 +522,13 @@ def test_meta_grad_is_contribution_then_apply():
         b.apply(empty)
 
 
+@pytest.mark.parametrize("stop", [3, 4])
 @pytest.mark.parametrize("buffers", ["reset", "average"])
-def test_progress_state_resumes_a_task_midway_bit_identically(tmp_path: Path, buffers: str):
-    """Task 1 whole, task 2 stopped after 3 of 6 steps and saved (a weights-only file); a
-    fresh Leap and model restored from it finish task 2 with the uninterrupted meta-gradient."""
+def test_progress_state_resumes_a_task_midway_bit_identically(tmp_path: Path, buffers: str,
+                                                              stop: int):
+    """Task 1 whole, task 2 stopped after ``stop`` of 6 steps (odd and even) and saved (a
+    weights-only file); a fresh Leap and model restored from it finish task 2 with the
+    uninterrupted meta-gradient."""
     sgd = lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)  # noqa: E731
     model = bn_net()
     straight = Leap(model, metric="energy", buffers=buffers)
@@ -547,7 +550,7 @@ def test_progress_state_resumes_a_task_midway_bit_identically(tmp_path: Path, bu
     data = task_data(2, 6)
     first.begin_task(model)
     opt = sgd(model.parameters())
-    steps(first, model, opt, data[:3])
+    steps(first, model, opt, data[:stop])
     torch.save({"leap": first.state_dict(), "progress": first.progress_state(),
                 "model": model.state_dict(), "opt": opt.state_dict()}, tmp_path / "ckpt.pt")
 
@@ -560,7 +563,7 @@ def test_progress_state_resumes_a_task_midway_bit_identically(tmp_path: Path, bu
     opt = sgd(model.parameters())
     opt.load_state_dict(saved["opt"])
     resumed.load_progress_state(saved["progress"])
-    steps(resumed, model, opt, data[3:6])
+    steps(resumed, model, opt, data[stop:6])
     with torch.no_grad():
         resumed.end_task(model, nn.functional.cross_entropy(model(data[6][0]), data[6][1]))
     stats = resumed.meta_grad()
