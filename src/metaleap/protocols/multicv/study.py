@@ -88,9 +88,10 @@ class MultiCVStudy(StudyProtocol):
 
     With several ``processes`` (torchrun), each meta-step's pretraining data sets are shared
     among them by the learner (finetuning trains all of them on every process) and its sums
-    all-reduced; the held-out runs and the sequential baselines run whole, identically, on
-    every process (docs/distributed.md). Each process needs a pretraining data set: more
-    processes than a meta-step has data sets are refused.
+    all-reduced; a meta-learner's held-out run is repeated on every process; the runs that
+    need no other process (the sequential baselines, no pretraining) run whole on one
+    process each, dealt round-robin (docs/distributed.md). Each process needs a pretraining
+    data set: more processes than a meta-step has data sets are refused.
     """
 
     name = "multicv"
