@@ -127,6 +127,20 @@ def run_study(study: StudyProtocol, out: Path, args: argparse.Namespace, resume:
     return write_report(out) if processes.main else None
 
 
+def run_or_price(study: StudyProtocol, args: argparse.Namespace, budget: Callable[[], object],
+                 what: str) -> None:
+    """With ``--dry-run``, print ``what`` and the priced ``budget()``; else run ``study`` into
+    ``--out`` (resuming a group torchrun restarted) and print its report (rank 0)."""
+    if args.dry_run:
+        dry_run(study.processes, budget, what)
+        return
+    out = Path(args.out)
+    report = run_study(study, out, args, *flags(args, out, args.resume))
+    if report is not None:
+        print(report.read_text())
+        print(f"report and plots in {report.parent}")
+
+
 def say(processes: Processes, text: str) -> None:
     if processes.main:
         print(text, flush=True)

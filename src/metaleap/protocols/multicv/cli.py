@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from metaleap.protocols.commands import (
     Presets,
-    dry_run,
     dry_run_argument,
-    flags,
     prepare,
     run_arguments,
-    run_study,
+    run_or_price,
 )
 
 
@@ -27,18 +24,14 @@ def cmd_multicv(args: argparse.Namespace) -> None:
     study = MultiCVStudy(cfg, device, args.allow_missing, processes)
     for name, why in study.left_out.items() if processes.main else ():
         print(f"metaleap: running without {name}: {why}", file=sys.stderr)
-    if args.dry_run:
+
+    def budget() -> object:
         from metaleap.protocols.multicv.dryrun import multicv_budget
 
-        return dry_run(processes, lambda: multicv_budget(study),
-                        f"multicv {args.preset}: config checked, data sets "
-                        f"{', '.join(study.cfg.datasets)}, on {study.device}")
-    out = Path(args.out)
-    report = run_study(study, out, args, *flags(args, out, args.resume))
-    if report is not None:
-        print(report.read_text())
-        print(f"report and plots in {report.parent}")
+        return multicv_budget(study)
 
+    run_or_price(study, args, budget, f"multicv {args.preset}: config checked, data sets "
+                                      f"{', '.join(study.cfg.datasets)}, on {study.device}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from metaleap.protocols.commands import (
     Presets,
-    dry_run,
     dry_run_argument,
-    flags,
     prepare,
     run_arguments,
-    run_study,
+    run_or_price,
 )
 
 if TYPE_CHECKING:
@@ -41,20 +38,16 @@ def cmd_rl(args: argparse.Namespace) -> None:
 
     cfg = settings_config(args)
     processes, device = prepare(args)
-    out = Path(args.out)
     study = RLStudy(cfg, device, progress=processes.main and not args.no_progress,
                     processes=processes)
-    if args.dry_run:
+
+    def budget() -> object:
         from metaleap.protocols.rl.dryrun import rl_budget
 
-        return dry_run(processes, lambda: rl_budget(study),
-                        f"rl {args.preset or cfg.env}: config checked, {len(study.games)} "
-                        f"{cfg.env} games, on {study.device}")
-    report = run_study(study, out, args, *flags(args, out, args.resume))
-    if report is not None:
-        print(report.read_text())
-        print(f"report and plots in {report.parent}")
+        return rl_budget(study)
 
+    run_or_price(study, args, budget, f"rl {args.preset or cfg.env}: config checked, "
+                                      f"{len(study.games)} {cfg.env} games, on {study.device}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 from metaleap.protocols.commands import (
     Presets,
-    dry_run,
     dry_run_argument,
     flags,
     prepare,
     run_arguments,
+    run_or_price,
     run_study,
     say,
 )
@@ -69,18 +69,15 @@ def cmd_transfer(args: argparse.Namespace) -> None:
 
     cfg = resolve_config(args.preset, args.overrides, **fields_of(args))
     processes, device = prepare(args)
-    out = Path(args.out)
     study = TransferStudy(cfg, open_data(cfg, processes), device, processes)
-    if args.dry_run:
+
+    def budget() -> object:
         from metaleap.protocols.transfer.dryrun import transfer_budget
 
-        return dry_run(processes, lambda: transfer_budget(study),
-                       f"transfer {args.preset}: config checked, {len(study.taskset)} "
-                       f"alphabets, on {device}")
-    report = run_study(study, out, args, *flags(args, out, args.resume))
-    if report is not None:
-        print(report.read_text())
-        print(f"report and plots in {report.parent}")
+        return transfer_budget(study)
+
+    run_or_price(study, args, budget, f"transfer {args.preset}: config checked, "
+                                      f"{len(study.taskset)} alphabets, on {device}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -130,7 +127,6 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         report = write_sweep_report(out)
         print(report.read_text())
         print(f"AUC against N: {out / 'auc_vs_n.png'}")
-
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
