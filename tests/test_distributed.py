@@ -180,8 +180,9 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Callable[[list[str]], Pa
 
 def test_multicv_on_two_processes_gives_the_single_process_results(
         tmp_path: Path, single: Callable[[list[str]], Path]):
-    """Each rank pretrains one of the two data sets; held-out runs and the sequential
-    baselines run on both; the early stopping sees every data set's metrics."""
+    """Each rank pretrains one of the two data sets; the meta-trained runs' held-out data
+    sets, the sequential baselines and no pretraining are dealt out one per rank; the early
+    stopping sees every data set's metrics."""
     child = torchrun(["-m", "metaleap", *MULTICV, "--out", str(tmp_path / "two")])
     assert child.returncode == 0, child.stderr[-3000:]
     one = single(MULTICV)

@@ -100,6 +100,10 @@ class MethodRun(ABC):
     #: them); under torchrun, consecutive runs that do not are shared out whole, one process
     #: each (:func:`metaleap.protocols.trainer.run_study`).
     collective: bool = True
+    #: Whether the evaluation needs no other process and saves no progress (one held-out
+    #: task); under torchrun, the evaluations of consecutive meta-trained runs are then
+    #: shared out, one process each (:func:`metaleap.protocols.trainer.run_study`).
+    evaluation_alone: bool = False
 
     @property
     def key(self) -> str:

@@ -37,6 +37,19 @@ from metaleap.protocols.base import (
 
 def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]:
     """Meta-train ``run`` (resuming from ``store``), evaluate it and return its result."""
+    return finish(run, store, meta_train(run, store, progress))
+
+
+def finish(run: MethodRun, store: Store, context: RunContext) -> dict[str, Any]:
+    """Evaluate ``run``'s initialization, export it to ``store`` and return the result."""
+    init = run.learner.initialization()
+    result = run.evaluate(init, context)
+    store.export_initialization(run.key, init, run.export_metadata())
+    return result
+
+
+def meta_train(run: MethodRun, store: Store, progress: bool = True) -> RunContext:
+    """Meta-train ``run``, resuming from ``store``; returns the evaluation's context."""
     learner, key = run.learner, run.key
     start, resumed = 0, None
     state = store.load_state(key)
@@ -90,10 +103,7 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
             break
         if (step + 1) % run.checkpoint_every == 0 and step + 1 < steps:
             save(step + 1)
-    init = learner.initialization()
-    result = run.evaluate(init, context(steps))
-    store.export_initialization(key, init, run.export_metadata())
-    return result
+    return context(steps)
 
 
 def _validate(run: MethodRun, store: Store, step: int) -> None:
@@ -118,10 +128,15 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
     processes = getattr(protocol, "processes", ONE_PROCESS)
     results: dict[str, dict[str, Any]] = {}
     alone: list[MethodRun] = []  # consecutive runs to share out whole, one process each
+    meta_trained: list[MethodRun] = []  # runs whose evaluations are shared out, one each
 
     def share_out() -> None:
         results.update(_train_alone(alone, processes, store, progress))
         alone.clear()
+
+    def evaluate_out() -> None:
+        results.update(_evaluate_alone(meta_trained, processes, store, progress))
+        meta_trained.clear()
 
     for run in protocol.runs():
         result = store.load_result(run.key)
@@ -129,11 +144,18 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
             alone.append(run)
             continue
         share_out()
+        if result is None and processes.world > 1 and run.evaluation_alone:
+            meta_train(run, store, progress)
+            meta_trained.append(run)
+            if len(meta_trained) == processes.world:
+                evaluate_out()
+            continue
         if result is None:
             result = train(run, store, progress)
             store.save_result(run.key, result)
         results[run.key] = result
     share_out()
+    evaluate_out()
     return results
 
 
@@ -165,6 +187,26 @@ class _Memory:
     def export_initialization(self, key: str, tensors: dict[str, torch.Tensor],
                               metadata: dict[str, str]) -> None:
         self.export = ({k: t.detach().cpu().clone() for k, t in tensors.items()}, metadata)
+
+
+def _evaluate_alone(runs: list[MethodRun], processes: Processes, store: Store,
+                    progress: bool) -> dict[str, dict[str, Any]]:
+    """Evaluate meta-trained ``runs`` round-robin, each on one process, and hand every export
+    and result to every process (exact), for rank 0's store to write in the runs' order."""
+    mine = {}
+    for i, run in enumerate(runs):
+        if i % processes.world == processes.rank:
+            memory = _Memory(store)
+            result = finish(run, memory, RunContext(bars=progress))
+            mine[run.key] = (memory.export, result)
+    found = {key: done for part in processes.all_gather(mine) for key, done in part.items()}
+    results = {}
+    for run in runs:
+        (tensors, metadata), result = found[run.key]
+        store.export_initialization(run.key, tensors, metadata)
+        store.save_result(run.key, result)
+        results[run.key] = result
+    return results
 
 
 def _train_alone(runs: list[MethodRun], processes: Processes, store: Store, progress: bool

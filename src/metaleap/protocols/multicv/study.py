@@ -88,10 +88,11 @@ class MultiCVStudy(StudyProtocol):
 
     With several ``processes`` (torchrun), each meta-step's pretraining data sets are shared
     among them by the learner (finetuning trains all of them on every process) and its sums
-    all-reduced; a meta-learner's held-out run is repeated on every process; the runs that
-    need no other process (the sequential baselines, no pretraining) run whole on one
-    process each, dealt round-robin (docs/distributed.md). Each process needs a pretraining
-    data set: more processes than a meta-step has data sets are refused.
+    all-reduced; the held-out data sets of consecutive meta-trained runs are then trained
+    one per process; the runs that need no other process (the sequential baselines, no
+    pretraining) run whole on one process each, dealt round-robin (docs/distributed.md).
+    Each process needs a pretraining data set: more processes than a meta-step has data sets
+    are refused.
     """
 
     name = "multicv"
@@ -221,6 +222,7 @@ class MetaRun(MultiCVRun):
         self.meta_steps = self.cfg.meta_steps
         self.patience = Patience(self.cfg.meta_patience)
         self.collective = methods.get(method).meta_trains  # no pretraining: one process
+        self.evaluation_alone = True  # one held-out data set: shared out under torchrun
 
     def state(self) -> dict[str, Any]:
         return {"meta_patience": self.patience.state()}
