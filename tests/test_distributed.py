@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -231,6 +232,48 @@ def test_rl_resumes_after_a_killed_rank_as_if_uninterrupted(
     assert_same_results(single(RL), tmp_path / "two")
     sessions = json.loads((tmp_path / "two" / "provenance.json").read_text())["sessions"]
     assert len(sessions) == 2
+
+
+KILLED_SEGMENT = textwrap.dedent("""
+    import os, sys
+    from metaleap.cli import main
+    from metaleap.protocols.rl import study
+
+    original, calls = study.a2c_segment, []
+
+    def a2c_segment(*args, **kwargs):  # rank 1 dies in its game's second segment of
+        calls.append(1)                # meta-step 2, after the meta-step's first save point
+        if len(calls) == 4 and os.environ["RANK"] == "1":
+            os._exit(137)
+        return original(*args, **kwargs)
+
+    study.a2c_segment = a2c_segment
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_rl_saves_every_ranks_progress_inside_a_meta_step_and_resumes_there(
+        tmp_path: Path, single: Callable[[list[str]], Path], capsys: pytest.CaptureFixture):
+    """Each rank trains one game of two segments per meta-step; the save point between the
+    segments gathers both ranks' progress into rank 0's checkpoint, and a group started
+    again with --resume continues inside the meta-step, with the single-process results."""
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_SEGMENT)
+    out = tmp_path / "two"
+    child = torchrun([str(script), *RL, "--out", str(out)])
+    assert child.returncode != 0
+    state = torch.load(out / "checkpoints" / "seed0-leap.pt", weights_only=True)
+    progress = state["progress"]
+    assert state["step"] == 1 and (progress["kind"], progress["world"], progress["point"]) == (
+        "ranks", 2, 1)
+    assert [r["game"] for r in progress["ranks"]] == [0, 1]  # both mid-game
+    assert all(r["segments"]["segment"] == 1 for r in progress["ranks"])
+    shutil.copytree(out, tmp_path / "alone")
+    child = torchrun(["-m", "metaleap", *RL, "--out", str(out), "--resume"])
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert_same_results(single(RL), out)
+    assert main([*RL, "--out", str(tmp_path / "alone"), "--resume"]) == 2  # one process
+    assert "by 2 processes: resume it with as many" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [RL, MULTICV], ids=["rl", "multicv"])

@@ -18,9 +18,9 @@ bit-identically, losing at most one segment.
 
 Under torchrun, each process trains its share of a meta-batch's games (the learner's
 ``share``) and one all-reduce per meta-step combines the sums; the held-out games are shared
-the same way and their episodes all-reduced, exactly. Only rank 0 checkpoints, so with
-several processes progress is saved on meta-step boundaries alone: a restarted group redoes
-the meta-step (or the evaluation) it was in, with the same results (docs/distributed.md).
+the same way and their episodes all-reduced, exactly. Only rank 0 writes checkpoints, so
+every process saves at the same points together and rank 0's checkpoint holds every
+process's progress (:class:`Saves`, docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -108,6 +108,58 @@ def _progress(state: dict[str, Any] | None, kind: type, key: str) -> Any:
     return kind(segments=Segments(**state["segments"]), **rest)
 
 
+class Saves:
+    """Where a run saves its progress inside a meta-step or the evaluation (``kind``:
+    :class:`MetaProgress` or :class:`EvalProgress`), at most ``points`` times.
+
+    With one process, each save is a checkpoint. With several, every process saves at the
+    same points together: one collective call gathers every process's progress into rank
+    0's checkpoint (with the point's number), and a process that has trained all its games
+    repeats its last progress until every process has (:meth:`finish`), so the processes
+    make the same number of calls. On resume each process takes its own progress back
+    (:attr:`resumed`) and counts on from the saved point.
+    """
+
+    def __init__(self, run: RLRun, context: RunContext, kind: type, points: int,
+                 idle: Any) -> None:
+        self.run, self.context, self.kind, self.points = run, context, kind, points
+        processes = run.study.processes
+        self.last = idle  # what a process with nothing more to train reports
+        self.point = 0
+        state = context.resumed
+        if processes.world == 1:
+            if state is not None and "ranks" in state:
+                raise CheckpointError(f"checkpoints/{run.key}.pt was saved inside a meta-step "
+                                      f"or the evaluation by {state['world']} processes: "
+                                      "resume it with as many")
+            self.resumed = _progress(state, kind, run.key)
+            return
+        if state is not None and (state.get("world") != processes.world
+                                  or "ranks" not in state):
+            raise CheckpointError(f"checkpoints/{run.key}.pt was saved inside a meta-step or "
+                                  f"the evaluation by {state.get('world', 1)} process(es): "
+                                  "resume it with as many")
+        self.resumed = (None if state is None else
+                        _progress(state["ranks"][processes.rank], kind, run.key))
+        if state is not None:
+            self.point, self.last = int(state["point"]), self.resumed
+
+    def __call__(self, progress: Any) -> None:
+        processes = self.run.study.processes
+        if processes.world == 1:
+            self.context.save(progress.state())
+            return
+        self.last, self.point = progress, self.point + 1
+        self.context.save({"kind": "ranks", "world": processes.world, "point": self.point,
+                           "ranks": processes.all_gather(progress.state())})
+
+    def finish(self) -> None:
+        """With several processes, repeat the last progress up to ``points`` saves."""
+        if self.run.study.processes.world > 1:
+            while self.point < self.points:
+                self(self.last)
+
+
 # ------------------------------------------------------------------------ the study
 class RLStudy(StudyProtocol):
     """The protocol bound to a config, a device and its processes; see the module docstring.
@@ -184,7 +236,7 @@ class RLRun(MethodRun):
         every segment but the last. With ``closing``, returns f(θ^K)."""
         cfg, info = self.cfg, self.study.games[game]
         updates, per = cfg.updates(total), cfg.updates_per_segment
-        segments = math.ceil(updates / per)
+        segments = self.segments(total)
         episodes, first = Episodes(), 0
         if saved is not None and saved.segment > 0:
             agent.load_state_dict(saved.agent)
@@ -207,27 +259,22 @@ class RLRun(MethodRun):
                               episodes.state()))
         return final, episodes
 
-    def _saver(self, context: RunContext, kind: type) -> tuple[Any, Callable[[Any], None]]:
-        """The progress ``context`` resumes (as ``kind``) and how to save more: with several
-        processes, nothing is saved inside a meta-step or the evaluation (rank 0 would save
-        its own games alone), and a checkpoint saved inside one by a single process is
-        refused."""
-        resumed = _progress(context.resumed, kind, self.key)
-        if self.study.processes.world == 1:
-            return resumed, lambda progress: context.save(progress.state())
-        if resumed is not None:
-            raise CheckpointError(f"checkpoints/{self.key}.pt was saved inside a meta-step or "
-                                  "the evaluation by one process: resume it without torchrun")
-        return None, lambda progress: None
+    def segments(self, total: int) -> int:
+        """Segments of a game of ``total`` environment steps."""
+        return math.ceil(self.cfg.updates(total) / self.cfg.updates_per_segment)
 
     def meta_step(self, step: int, context: RunContext) -> dict[str, float]:
         cfg, learner, processes = self.cfg, self.learner, self.study.processes
         games = self.study.meta_batch(cfg, self.seed, step)
-        resumed, save = self._saver(context, MetaProgress)
+        share = learner.share(range(len(games)), processes)
+        per_game = self.segments(cfg.train_steps)
+        save = Saves(self, context, MetaProgress, math.ceil(len(games) / processes.world)
+                     * per_game, MetaProgress(len(games), learner.progress_state()))
+        resumed = save.resumed
         start = resumed.game if resumed is not None else 0
         if resumed is not None and resumed.segments.segment == 0:
             learner.load_progress_state(resumed.learner)
-        positions = [j for j in learner.share(range(len(games)), processes) if j >= start]
+        positions = [j for j in share if j >= start]
         scores = torch.zeros(len(games), 2, dtype=torch.float64)  # (mean return, has one)
         for j in positions:
             game = games[j]
@@ -251,8 +298,9 @@ class RLRun(MethodRun):
             if episodes.returns:
                 scores[j] = torch.tensor([statistics.fmean(episodes.returns[-cfg.window:]),
                                           1.0], dtype=torch.float64)
-            if j + 1 < len(games):
+            if j + 1 < len(games) or processes.world > 1:
                 save(MetaProgress(j + 1, learner.progress_state()))
+        save.finish()
         metrics = learner.meta_update(processes.reduce)
         # Each game's score from the process whose share holds it, summed exactly (a resumed
         # process logs the games it trained since).
@@ -267,9 +315,11 @@ class RLRun(MethodRun):
 
     def evaluate(self, init: dict[str, Tensor], context: RunContext) -> dict[str, Any]:
         cfg, processes = self.cfg, self.study.processes
-        resumed, save = self._saver(context, EvalProgress)
-        done: dict[str, Any] = dict(resumed.done) if resumed is not None else {}
         share = processes.share(cfg.heldout)
+        save = Saves(self, context, EvalProgress, math.ceil(len(cfg.heldout) / processes.world)
+                     * self.segments(cfg.eval_steps), EvalProgress("", {}))
+        resumed = save.resumed
+        done: dict[str, Any] = dict(resumed.done) if resumed is not None else {}
         bar = tqdm(total=len(share) * cfg.eval_steps, desc=f"{self.method} seed "
                    f"{self.seed} held-out", unit="env-step", unit_scale=True,
                    disable=not context.bars, dynamic_ncols=True)
@@ -290,6 +340,9 @@ class RLRun(MethodRun):
                 done[game] = {"steps": episodes.steps, "returns": episodes.returns,
                               "random_return": random_return(cfg, self.study.games[game],
                                                              self.seed)}
+                if processes.world > 1:  # a point of every game, as in meta-training
+                    save(EvalProgress("", done))
+        save.finish()
         if processes.world > 1:
             done = self.gather(done)
         return {"method": self.method, "seed": self.seed,
