@@ -26,7 +26,7 @@ classic supervised meta-step on top.
 from __future__ import annotations
 
 import dataclasses
-import pickle
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -109,20 +109,24 @@ class Processes:
         return contribution.unflat(self.all_sum(contribution.flat(contribution.device)))
 
     def all_gather(self, value: Any) -> list[Any]:
-        """Every process's picklable ``value`` (tensors included), in rank order: each writes
-        its bytes into its row of a zero table that is all-reduced (after one all-reduce of
-        the sizes), so every process receives them exactly."""
+        """Every process's ``value`` (plain tensors and data, as a checkpoint holds), in rank
+        order: each writes its ``torch.save`` bytes into its row of a zero table that is
+        all-reduced (after one all-reduce of the sizes), so every process receives them
+        exactly; they are read back with the weights-only loader, never as arbitrary
+        objects."""
         if self.world == 1:
             return [value]
-        data = torch.frombuffer(bytearray(pickle.dumps(value)), dtype=torch.uint8)
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
         sizes = torch.zeros(self.world, dtype=torch.int64)
         sizes[self.rank] = len(data)
         sizes = self.all_sum(sizes)
         table = torch.zeros(self.world, int(sizes.max()), dtype=torch.int32)
         table[self.rank, :len(data)] = data
         table = self.all_sum(table)
-        return [pickle.loads(table[r, :int(n)].to(torch.uint8).numpy().tobytes())
-                for r, n in enumerate(sizes.tolist())]
+        return [torch.load(io.BytesIO(table[r, :int(n)].to(torch.uint8).numpy().tobytes()),
+                           weights_only=True) for r, n in enumerate(sizes.tolist())]
 
 
 ONE_PROCESS = Processes()
