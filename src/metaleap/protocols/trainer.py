@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -130,12 +131,14 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
     alone: list[MethodRun] = []  # consecutive runs to share out whole, one process each
     meta_trained: list[MethodRun] = []  # runs whose evaluations are shared out, one each
 
-    def share_out() -> None:
-        results.update(_train_alone(alone, processes, store, progress))
+    def share_out() -> None:  # each run whole on one process
+        results.update(_deal_out(alone, processes, store,
+                                 lambda run, memory: train(run, memory, progress)))
         alone.clear()
 
-    def evaluate_out() -> None:
-        results.update(_evaluate_alone(meta_trained, processes, store, progress))
+    def evaluate_out() -> None:  # the meta-trained runs' evaluations, one process each
+        results.update(_deal_out(meta_trained, processes, store, lambda run, memory: finish(
+            run, memory, RunContext(bars=progress))))
         meta_trained.clear()
 
     for run in protocol.runs():
@@ -189,36 +192,17 @@ class _Memory:
         self.export = ({k: t.detach().cpu().clone() for k, t in tensors.items()}, metadata)
 
 
-def _evaluate_alone(runs: list[MethodRun], processes: Processes, store: Store,
-                    progress: bool) -> dict[str, dict[str, Any]]:
-    """Evaluate meta-trained ``runs`` round-robin, each on one process, and hand every export
-    and result to every process (exact), for rank 0's store to write in the runs' order."""
+def _deal_out(runs: list[MethodRun], processes: Processes, store: Store,
+              work: Callable[[MethodRun, Store], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``work(run, store)`` for ``runs`` round-robin, each on one process, into a store in
+    memory; every log record, export and result then goes to every process
+    (:meth:`Processes.all_gather`, exact), and ``store`` (rank 0's run folder) receives them
+    in the runs' order, as one process would have written them."""
     mine = {}
     for i, run in enumerate(runs):
         if i % processes.world == processes.rank:
             memory = _Memory(store)
-            result = finish(run, memory, RunContext(bars=progress))
-            mine[run.key] = (memory.export, result)
-    found = {key: done for part in processes.all_gather(mine) for key, done in part.items()}
-    results = {}
-    for run in runs:
-        (tensors, metadata), result = found[run.key]
-        store.export_initialization(run.key, tensors, metadata)
-        store.save_result(run.key, result)
-        results[run.key] = result
-    return results
-
-
-def _train_alone(runs: list[MethodRun], processes: Processes, store: Store, progress: bool
-                 ) -> dict[str, dict[str, Any]]:
-    """Train ``runs`` round-robin, each whole on one process, and hand every log record,
-    export and result to every process (:meth:`Processes.all_gather`, exact); the store
-    (rank 0's run folder) then receives them in the order one process would have written."""
-    mine = {}
-    for i, run in enumerate(runs):
-        if i % processes.world == processes.rank:
-            memory = _Memory(store)
-            result = train(run, memory, progress)
+            result = work(run, memory)
             mine[run.key] = (memory.records, memory.export, result)
     found = {key: done for part in processes.all_gather(mine) for key, done in part.items()}
     results = {}
