@@ -9,6 +9,8 @@ import pytest
 import torch
 from omniglot_tree import make_tree
 
+import metaleap.leap
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread() -> Iterator[None]:
@@ -18,6 +20,15 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["python", "tensor"])
+def step_scalars(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Leap's per-step scalars as Python numbers (its CPU path) or as 0-d tensors (its path on
+    an accelerator, forced here on the CPU): a test that takes this fixture runs both."""
+    if request.param == "tensor":
+        monkeypatch.setattr(metaleap.leap, "_python_scalars", lambda like: False)
+    return request.param
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ HAND = [
 
 
 @pytest.mark.parametrize("lr,metric,loss_term,stabilizer,expected", HAND)
-def test_hand_computed_increment(lr, metric, loss_term, stabilizer, expected):
+def test_hand_computed_increment(lr, metric, loss_term, stabilizer, expected, step_scalars):
     grad = one_step_grad(lr, metric=metric, loss_term=loss_term, stabilizer=stabilizer)
     torch.testing.assert_close(grad, torch.tensor(expected, dtype=torch.float64),
                                rtol=1e-12, atol=1e-12)
@@ -336,7 +336,7 @@ def test_state_dict_round_trip_through_weights_only_load(tmp_path: Path):
 
 
 @pytest.mark.parametrize("bad", ["loss", "grad"])
-def test_non_finite_task_is_dropped_and_counted(bad: str):
+def test_non_finite_task_is_dropped_and_counted(bad: str, step_scalars: str):
     model = mlp()
     leap = Leap(model)
     sgd = lambda p: torch.optim.SGD(p, lr=0.1)  # noqa: E731
@@ -361,7 +361,8 @@ def test_non_finite_task_is_dropped_and_counted(bad: str):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_non_finite_gradient_drops_the_task_when_the_loss_did_not_change(dtype):
+def test_non_finite_gradient_drops_the_task_when_the_loss_did_not_change(dtype,
+                                                                          step_scalars):
     """Δf = 0 gives g a zero coefficient in the accumulator's update (one matrix-vector
     product over [−Δθ; g]); 0 · inf is still NaN there, so the task is still dropped."""
     model = mlp().to(dtype)
@@ -525,7 +526,7 @@ def test_meta_grad_is_contribution_then_apply():
 @pytest.mark.parametrize("stop", [3, 4])
 @pytest.mark.parametrize("buffers", ["reset", "average"])
 def test_progress_state_resumes_a_task_midway_bit_identically(tmp_path: Path, buffers: str,
-                                                              stop: int):
+                                                              stop: int, step_scalars: str):
     """Task 1 whole, task 2 stopped after ``stop`` of 6 steps (odd and even) and saved (a
     weights-only file); a fresh Leap and model restored from it finish task 2 with the
     uninterrupted meta-gradient."""

@@ -247,7 +247,7 @@ def trained(request: pytest.FixtureRequest) -> tuple[nn.Module, list[Task], OptF
 @pytest.mark.parametrize("drop_final_loss", [False, True], ids=["final_loss", "final_none"])
 @pytest.mark.parametrize(("metric", "loss_term", "stabilizer"), OPTIONS)
 def test_meta_grad_matches_reference(trained, metric: str, loss_term: bool, stabilizer: bool,
-                                     drop_final_loss: bool) -> None:
+                                     drop_final_loss: bool, step_scalars: str) -> None:
     """Leap's ``.grad`` = mean over tasks of Σ_i increment_i from the recorded trajectory.
 
     The trajectories were recorded in runs without Leap and re-run under Leap, so this also

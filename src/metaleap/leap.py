@@ -15,11 +15,12 @@ through the pull-forward surrogate, eqs. (4)–(5): the forward point γ^{i+1} i
 
 and the meta-gradient is the mean over a meta-batch of tasks of Σ_i increment_i.
 Everything is read during ordinary training: per step a few vector operations over flat
-buffers, no autograd graph, no host synchronisation.
+buffers, no autograd graph, no wait on an accelerator.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -259,12 +260,18 @@ class Leap(nn.Module):
             self._acc = torch.empty(total, dtype=like.dtype, device=like.device)
             self._prev_views = self._views(self._prev)
             self._grad_views = self._views(self._grad)
+            self._host = _python_scalars(like)
+            self._ops = math if self._host else torch
+            self._weights = torch.empty(2, dtype=like.dtype, device=like.device)
+            self._written = self._weights.numpy() if self._host else None
+            self._tiny = torch.finfo(like.dtype).tiny
         self._acc.zero_()
-        self._loss = torch.zeros((), dtype=like.dtype, device=like.device)
-        self._path = torch.zeros((), dtype=like.dtype, device=like.device)
-        self._finite = torch.ones((), dtype=torch.bool, device=like.device)
-        self._steps = 0
-        self._running = _Running(model, task_params)
+        if self._host:
+            self._running = _Running(model, task_params, 0.0, 0.0, True)
+        else:
+            zero = torch.zeros((), dtype=like.dtype, device=like.device)
+            self._running = _Running(model, task_params, zero, zero.clone(),
+                                     torch.ones((), dtype=torch.bool, device=like.device))
 
     def observe(self, model: nn.Module, loss: Tensor | float) -> None:
         """Read θ^i, ∇f(θ^i) and f(θ^i) for step i; call it just before ``optimizer.step()``.
@@ -274,8 +281,8 @@ class Leap(nn.Module):
         A parameter without a gradient (``None``) counts as a zero gradient.
         """
         self._check_running(model)
-        loss = self._as_loss(loss)
-        if self._steps:
+        loss = self._read_loss(loss)
+        if self._running.steps:
             self._segment(loss)
         self._snapshot(loss)
 
@@ -288,10 +295,11 @@ class Leap(nn.Module):
         pulls θ⁰ along Δθ alone.
         """
         self._check_running(model)
-        if self._steps == 0:
+        run = self._running
+        if run.steps == 0:
             raise RuntimeError("end_task: no step was observed in this task")
-        self._segment(None if final_loss is None else self._as_loss(final_loss))
-        stats = self.fold(self._in_order(self._acc), self._path, self._finite, self._steps,
+        self._segment(None if final_loss is None else self._read_loss(final_loss))
+        stats = self.fold(self._in_order(self._acc), run.path, run.finite, run.steps,
                           dict(model.named_buffers()))
         self._running = None
         return stats
@@ -386,10 +394,11 @@ class Leap(nn.Module):
         if self._sum is not None:
             state["sum"] = self._sum.clone()
         state.update({f"buffer:{k}": v.clone() for k, v in self._buffer_sums.items()})
-        if self._running is not None:
+        run = self._running
+        if run is not None:
             state.update(prev=self._prev.clone(), grad=self._grad.clone(), acc=self._acc.clone(),
-                         loss=self._loss.clone(), path=self._path.clone(),
-                         finite=self._finite.clone(), steps=torch.tensor(self._steps))
+                         steps=torch.tensor(run.steps),
+                         **{k: _tensor(getattr(run, k)) for k in ("loss", "path", "finite")})
         return state
 
     @torch.no_grad()
@@ -407,9 +416,12 @@ class Leap(nn.Module):
                 raise RuntimeError("this state holds a running task: begin_task first")
             for name in ("prev", "grad", "acc"):
                 getattr(self, f"_{name}").copy_(state[name])
-            self._loss, self._path, self._finite = (state[k].to(self._acc.device).clone()
-                                                    for k in ("loss", "path", "finite"))
-            self._steps = int(state["steps"])
+            run = self._running
+            run.steps = int(state["steps"])
+            for k, dtype in (("loss", self._acc.dtype), ("path", self._acc.dtype),
+                             ("finite", torch.bool)):
+                setattr(run, k, state[k].item() if self._host else
+                        state[k].to(self._acc.device, dtype).clone())
 
     @contextmanager
     def task(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Iterator[LeapTask]:
@@ -468,29 +480,46 @@ class Leap(nn.Module):
         if model is not self._running.model:
             raise RuntimeError("observe/end_task got a different model than begin_task")
 
-    def _as_loss(self, loss: Tensor | float) -> Tensor:
+    def _read_loss(self, loss: Tensor | float) -> Tensor | float:
+        """A loss as the step's scalars are kept; a non-finite one marks the task dropped."""
         if isinstance(loss, Tensor):
             if loss.numel() != 1:
                 raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
-            return loss.detach().reshape(()).to(self._acc.dtype)
-        return torch.tensor(float(loss), dtype=self._acc.dtype, device=self._acc.device)
+            loss = loss.item() if self._host else loss.detach().reshape(()).to(self._acc.dtype)
+        else:
+            loss = self._scalar(torch.tensor(float(loss), dtype=self._acc.dtype,
+                                             device=self._acc.device))
+        self._running.finite &= self._ops.isfinite(loss)
+        return loss
+
+    def _scalar(self, value: Tensor) -> Tensor | float | bool:
+        """A 0-d tensor as the step's scalars are kept: a Python number on the CPU."""
+        return value.item() if self._host else value
+
+    def _row_weights(self, first: Tensor | float, second: Tensor | float) -> Tensor:
+        """The weights of the accumulator's two rows as one vector on the device."""
+        if self._host:
+            self._written[:] = first, second
+            return self._weights
+        return torch.stack([first, second])
 
     @torch.no_grad()
-    def _snapshot(self, loss: Tensor) -> None:
+    def _snapshot(self, loss: Tensor | float) -> None:
         """Keep θ^i, g_i and f_i for the segment that the next point closes."""
-        torch._foreach_copy_(self._prev_views, self._running.params)
-        pairs = [(v, p.grad) for v, p in zip(self._grad_views, self._running.params, strict=True)]
-        present = [(v, g) for v, g in pairs if g is not None]
-        if len(present) < len(pairs):  # no gradient this step: a zero gradient
-            torch._foreach_zero_([v for v, g in pairs if g is None])
-        if present:
-            torch._foreach_copy_([v for v, _ in present], [g for _, g in present])
-        self._loss = loss
-        self._finite &= torch.isfinite(loss)
-        self._steps += 1
+        run = self._running
+        torch._foreach_copy_(self._prev_views, run.params)
+        views, grads = self._grad_views, [p.grad for p in run.params]
+        if any(g is None for g in grads):  # no gradient this step: a zero gradient
+            torch._foreach_zero_([v for v, g in zip(views, grads, strict=True) if g is None])
+            views = [v for v, g in zip(views, grads, strict=True) if g is not None]
+            grads = [g for g in grads if g is not None]
+        if grads:
+            torch._foreach_copy_(views, grads)
+        run.loss = loss
+        run.steps += 1
 
     @torch.no_grad()
-    def _segment(self, loss: Tensor | None) -> None:
+    def _segment(self, loss: Tensor | float | None) -> None:
         """Add increment_i for the segment from the stored point to the model's current θ.
 
         ``self._prev`` becomes −Δθ in place (3 passes over θ-sized memory), its squared norm
@@ -499,25 +528,26 @@ class Leap(nn.Module):
         accumulator; two separate updates take 6). With the two snapshot copies (4), a step
         costs 12 passes. See docs/benchmarks.md, "The MLP's overhead".
         """
-        torch._foreach_sub_(self._prev_views, self._running.params)       # −Δθ
-        sq = torch.dot(self._prev, self._prev)
-        if loss is not None:
-            self._finite &= torch.isfinite(loss)
+        ops, run = self._ops, self._running
+        torch._foreach_sub_(self._prev_views, run.params)                   # −Δθ
+        sq = self._scalar(torch.dot(self._prev, self._prev))
         with_grad = self.loss_term and loss is not None
         if with_grad:
-            df = loss - self._loss
+            df = loss - run.loss
             if self.stabilizer:
-                df = -df.abs()
+                df = -abs(df)
             sq = sq + df * df
         if self.metric == "length":
-            norm = sq.sqrt()
-            self._path += norm
-            scale = norm.clamp_min(torch.finfo(norm.dtype).tiny).reciprocal()
+            norm = ops.sqrt(sq)
+            run.path += norm
+            scale = 1 / (norm + self._tiny)  # a zero segment adds 0
         else:
-            self._path += sq
-            scale = torch.ones((), dtype=sq.dtype, device=sq.device)
+            run.path += sq
+            scale = 1.0 if self._host else torch.ones_like(sq)
         if with_grad:                                                 # c·(−Δθ − Δf·g)
-            self._acc.addmv_(self._pair.t(), torch.stack([scale, -df * scale]))
+            self._acc.addmv_(self._pair.t(), self._row_weights(scale, -df * scale))
+        elif self._host:
+            self._acc.add_(self._prev, alpha=scale)
         else:
             self._acc.addcmul_(self._prev, scale)
 
@@ -531,12 +561,36 @@ class Leap(nn.Module):
                     self._buffer_sums[key] = b.detach().clone()
 
 
+def _python_scalars(like: Tensor) -> bool:
+    """Whether a task on ``like``'s device and dtype keeps its step scalars (losses, norms,
+    path, coefficients) as Python numbers. On the CPU reading a tensor waits for nothing, and
+    a dozen 0-d tensor ops per step cost about as much as the vector work of a small convnet
+    (docs/benchmarks.md); the coefficients are then written through a NumPy view. On an
+    accelerator (and for dtypes NumPy lacks) they stay 0-d tensors on the device, so that no
+    step waits for it."""
+    return like.device.type == "cpu" and like.dtype in (torch.float16, torch.float32,
+                                                        torch.float64)
+
+
+def _tensor(value: Tensor | float | bool) -> Tensor:
+    """A step scalar as a tensor for a checkpoint (a Python float as float64, exactly)."""
+    if isinstance(value, Tensor):
+        return value.clone()
+    return torch.tensor(value, dtype=torch.float64 if isinstance(value, float) else None)
+
+
 @dataclass(eq=False)
 class _Running:
-    """The task in progress: its model and the model's meta-learned parameters (θ⁰'s order)."""
+    """The task in progress: its model, the model's meta-learned parameters (θ⁰'s order) and
+    the step's scalars (Python numbers or 0-d tensors, see :func:`_python_scalars`). A plain
+    object, not the module: an ``nn.Module`` attribute write costs microseconds per step."""
 
     model: nn.Module
     params: list[Tensor]
+    loss: Tensor | float  # f(θ^i) of the stored point
+    path: Tensor | float  # d_p so far
+    finite: Tensor | bool  # every loss so far was finite
+    steps: int = 0
 
 
 class LeapTask:
