@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("matplotlib", "scipy", "torch", "metaleap.protocols.transfer.study",
          "metaleap.protocols.transfer.budget", "metaleap.protocols.reporting")
 
@@ -30,15 +32,21 @@ def test_building_the_parser_and_top_level_help_load_no_heavy_module():
     assert loaded_after(code) == []
 
 
-def test_settings_resolves_and_describes_a_preset_without_torch():
-    """``metaleap settings`` (the transfer protocol's) is checked and described from
-    torch-free modules: the config, its presets and the method registry."""
+@pytest.mark.parametrize(("protocol", "preset", "setting", "shown"), [
+    ("transfer", "demo", "leap.metric=energy", "leap.metric = 'energy'"),
+    ("multicv", "multicv-small", "datasets=mnist,digits", "datasets = ['mnist', 'digits']"),
+    ("rl", "minatar", "seeds=3", "seeds = [3]"),
+])
+def test_settings_resolves_and_describes_a_preset_without_torch(protocol: str, preset: str,
+                                                                 setting: str, shown: str):
+    """``metaleap settings`` is checked and described from torch-free modules: each
+    protocol's config, its presets, the method registry and the names in ``choices``."""
     code = ("import contextlib, io, metaleap.cli as c\n"
             "out = io.StringIO()\n"
             "with contextlib.redirect_stdout(out):\n"
-            "    assert c.main(['settings', '--preset', 'demo', '--set', 'leap.metric=energy']) "
-            "== 0\n"
-            "assert 'leap.metric = \\'energy\\'' in out.getvalue()")
+            f"    assert c.main(['settings', '--protocol', {protocol!r}, '--preset', {preset!r}, "
+            f"'--set', {setting!r}]) == 0\n"
+            f"assert {shown!r} in out.getvalue(), out.getvalue()")
     assert loaded_after(code) == []
 
 

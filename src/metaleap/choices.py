@@ -12,3 +12,7 @@ from __future__ import annotations
 BLOCK_ORDERS = ("bn-relu-pool", "pool-bn-relu")
 #: ``--task-batching`` (:func:`metaleap.protocols.batched.use_task_batching`).
 TASK_BATCHING = ("auto", "on", "off")
+#: The Multi-CV data sets, in their default order (their loaders:
+#: :data:`metaleap.tasks.multicv.DATASETS`, whose keys are these, in this order).
+MULTICV_DATASETS = ("fashion_mnist", "mnist", "animal_mnist", "digits", "hiragana",
+                    "glyphs_latin", "glyphs_greek")

@@ -462,6 +462,8 @@ def _glyph_loader(key: str) -> Loader:
 # ---------------------------------------------------------------------------------------------
 # Registry and task set
 
+#: One loader per name of :data:`metaleap.choices.MULTICV_DATASETS` (which configs check
+#: against without importing torch), in that order.
 DATASETS: dict[str, Loader] = {
     "fashion_mnist": load_fashion_mnist,
     "mnist": load_mnist,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from metaleap import methods
-from metaleap.choices import BLOCK_ORDERS
+from metaleap.choices import BLOCK_ORDERS, MULTICV_DATASETS
 from metaleap.protocols.config import (
     ConfigError,
     MethodConfig,
@@ -16,14 +16,6 @@ from metaleap.protocols.config import (
     positive,
     resolve_preset,
 )
-
-
-def loaders() -> dict[str, Any]:
-    """The data sets a config may name: :data:`metaleap.tasks.multicv.DATASETS` (loading it
-    loads torch, so Multi-CV configs resolve in about a second)."""
-    from metaleap.tasks.multicv import DATASETS
-
-    return DATASETS
 
 
 def holdouts(datasets: Sequence[str], holdout: Sequence[str]) -> list[str]:
@@ -44,8 +36,8 @@ class MultiCVConfig(MethodConfig):
     KINDS: ClassVar[frozenset[str]] = frozenset({methods.META_BATCH, methods.SEQUENTIAL})
     PER_METHOD: ClassVar[tuple[str, ...]] = ("inner_lr", "meta_steps", "meta_patience")
 
-    datasets: list[str] = field(default_factory=lambda: list(loaders()))
-    """the data sets, each one task (names of ``metaleap.tasks.multicv.DATASETS``)"""
+    datasets: list[str] = field(default_factory=lambda: list(MULTICV_DATASETS))
+    """the data sets, each one task (names of :data:`metaleap.choices.MULTICV_DATASETS`)"""
     holdout: list[str] = field(default_factory=lambda: ["all"])
     """the held-out data sets, one leave-one-out run each; "all": every data set in turn"""
     methods: list[str] = field(default_factory=lambda: MultiCVConfig.supported())
@@ -101,10 +93,14 @@ class MultiCVConfig(MethodConfig):
     def check(self) -> None:
         """Reject impossible settings (for every method) before any data is read."""
         self.check_methods()
-        known = loaders()
-        unknown = [d for d in self.datasets if d not in known]
-        if unknown:
-            raise ConfigError(f"unknown data set(s) {unknown}; choose from {', '.join(known)}")
+        unknown = [d for d in self.datasets if d not in MULTICV_DATASETS]
+        if unknown:  # perhaps a loader registered at run time; its registry imports torch
+            from metaleap.tasks.multicv import DATASETS
+
+            unknown = [d for d in unknown if d not in DATASETS]
+            if unknown:
+                raise ConfigError(f"unknown data set(s) {unknown}; "
+                                  f"choose from {', '.join(DATASETS)}")
         for name in ("seeds", "datasets", "holdout"):
             values = getattr(self, name)
             if not values or len(set(values)) < len(values):
