@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -65,13 +65,15 @@ def dry_run_argument(p: argparse.ArgumentParser) -> None:
                         "device; write nothing")
 
 
-def dry_run(processes: Processes, budget: Callable[[], object], what: str) -> None:
-    """Print ``what`` and the priced budget (rank 0 under torchrun); nothing is written."""
+def dry_run(study: StudyProtocol, budget: str, what: str) -> None:
+    """Print ``what`` and ``study``'s priced budget, from the ``"module:function"`` named by
+    ``budget`` (rank 0 under torchrun); nothing is written."""
     import torch
 
-    say(processes, f"{what}; {torch.get_num_threads()} CPU thread(s) per process")
-    text = str(budget().render())  # type: ignore[attr-defined]
-    say(processes, text)
+    from metaleap.protocols import lazy
+
+    say(study.processes, f"{what}; {torch.get_num_threads()} CPU thread(s) per process")
+    say(study.processes, str(lazy(budget)(study).render()))
 
 
 def prepare(args: argparse.Namespace) -> tuple[Processes, torch.device]:
@@ -127,12 +129,13 @@ def run_study(study: StudyProtocol, out: Path, args: argparse.Namespace, resume:
     return write_report(out) if processes.main else None
 
 
-def run_or_price(study: StudyProtocol, args: argparse.Namespace, budget: Callable[[], object],
+def run_or_price(study: StudyProtocol, args: argparse.Namespace, budget: str,
                  what: str) -> None:
-    """With ``--dry-run``, print ``what`` and the priced ``budget()``; else run ``study`` into
-    ``--out`` (resuming a group torchrun restarted) and print its report (rank 0)."""
+    """With ``--dry-run``, print ``what`` and the budget that ``budget`` (``"module:function"``
+    of the study) prices; else run ``study`` into ``--out`` (resuming a group torchrun
+    restarted) and print its report (rank 0)."""
     if args.dry_run:
-        dry_run(study.processes, budget, what)
+        dry_run(study, budget, what)
         return
     out = Path(args.out)
     report = run_study(study, out, args, *flags(args, out, args.resume))

@@ -24,14 +24,9 @@ def cmd_multicv(args: argparse.Namespace) -> None:
     study = MultiCVStudy(cfg, device, args.allow_missing, processes)
     for name, why in study.left_out.items() if processes.main else ():
         print(f"metaleap: running without {name}: {why}", file=sys.stderr)
-
-    def budget() -> object:
-        from metaleap.protocols.multicv.dryrun import multicv_budget
-
-        return multicv_budget(study)
-
-    run_or_price(study, args, budget, f"multicv {args.preset}: config checked, data sets "
-                                      f"{', '.join(study.cfg.datasets)}, on {study.device}")
+    run_or_price(study, args, "metaleap.protocols.multicv.dryrun:multicv_budget",
+                 f"multicv {args.preset}: config checked, data sets "
+                 f"{', '.join(study.cfg.datasets)}, on {study.device}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -40,14 +40,9 @@ def cmd_rl(args: argparse.Namespace) -> None:
     processes, device = prepare(args)
     study = RLStudy(cfg, device, progress=processes.main and not args.no_progress,
                     processes=processes)
-
-    def budget() -> object:
-        from metaleap.protocols.rl.dryrun import rl_budget
-
-        return rl_budget(study)
-
-    run_or_price(study, args, budget, f"rl {args.preset or cfg.env}: config checked, "
-                                      f"{len(study.games)} {cfg.env} games, on {study.device}")
+    run_or_price(study, args, "metaleap.protocols.rl.dryrun:rl_budget",
+                 f"rl {args.preset or cfg.env}: config checked, {len(study.games)} {cfg.env} "
+                 f"games, on {study.device}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

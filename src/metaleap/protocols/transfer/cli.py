@@ -70,14 +70,9 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     cfg = resolve_config(args.preset, args.overrides, **fields_of(args))
     processes, device = prepare(args)
     study = TransferStudy(cfg, open_data(cfg, processes), device, processes)
-
-    def budget() -> object:
-        from metaleap.protocols.transfer.dryrun import transfer_budget
-
-        return transfer_budget(study)
-
-    run_or_price(study, args, budget, f"transfer {args.preset}: config checked, "
-                                      f"{len(study.taskset)} alphabets, on {device}")
+    run_or_price(study, args, "metaleap.protocols.transfer.dryrun:transfer_budget",
+                 f"transfer {args.preset}: config checked, {len(study.taskset)} alphabets, "
+                 f"on {device}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
