@@ -10,6 +10,11 @@ from __future__ import annotations
 #: (BatchNorm, ReLU, max-pool) or ``"pool-bn-relu"`` (max-pool, BatchNorm, ReLU: the authors'
 #: 2019 code, where BatchNorm and ReLU see a quarter of the activations).
 BLOCK_ORDERS = ("bn-relu-pool", "pool-bn-relu")
+#: How the augmentation (:class:`metaleap.tasks.augment.RandomAffine`) resamples a warped
+#: image: ``"nearest"`` (the authors' 2019 code: torchvision 0.2.1's ``RandomAffine`` on PIL
+#: images) or ``"bilinear"`` (metaleap's only resampling before the setting existed, so every
+#: glyph study committed before it).
+AUGMENT_RESAMPLE = ("nearest", "bilinear")
 #: ``--task-batching`` (:func:`metaleap.protocols.batched.use_task_batching`).
 TASK_BATCHING = ("auto", "on", "off")
 #: The Multi-CV data sets, in their default order (their loaders:

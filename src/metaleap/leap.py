@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats",
-           "add_mean_to_grad", "single_process"]
+           "add_exactly", "add_mean_to_grad", "single_process"]
 
 Metric = Literal["length", "energy"]
 BufferPolicy = Literal["reset", "average"]
@@ -115,13 +115,15 @@ def single_process(contribution: Contribution) -> Contribution:
 
 @torch.no_grad()
 def add_mean_to_grad(params: list[Tensor], total: Tensor, count: int) -> None:
-    """Add ``total / count`` (flat, in ``params``' order) to each parameter's ``.grad``."""
+    """Add ``total / count`` (flat, in ``params``' order; float64 sums are divided in float64,
+    then rounded once to the parameters' dtype) to each parameter's ``.grad``."""
     mean = total.div_(count)
     for p, g in zip(params, mean.split([p.numel() for p in params]), strict=True):
+        g = g.view_as(p).to(p.dtype, copy=True)
         if p.grad is None:
-            p.grad = g.view_as(p).clone()
+            p.grad = g
         else:
-            p.grad.add_(g.view_as(p))
+            p.grad.add_(g)
 
 
 def _like(flat: Tensor, p: Tensor) -> Tensor:
@@ -316,7 +318,7 @@ class Leap(nn.Module):
         """
         kept = bool((finite & torch.isfinite(acc).all()).item())
         if kept:
-            self._sum = acc.clone() if self._sum is None else self._sum.add_(acc)
+            self._sum = add_exactly(self._sum, acc)
             self._paths.append(float(path))
             if self.buffer_policy == "average":
                 self._add_buffers(buffers)
@@ -342,7 +344,7 @@ class Leap(nn.Module):
         kept = len(self._paths)
         like = self.init[mangle(self.names[0])]
         sums = {"grad": self._sum if self._sum is not None else
-                torch.zeros(sum(self._numels), dtype=like.dtype, device=like.device),
+                torch.zeros(sum(self._numels), dtype=torch.float64, device=like.device),
                 "tasks": torch.tensor(kept), "dropped": torch.tensor(self._dropped),
                 "path": torch.tensor(sum(self._paths), dtype=torch.float64)}
         buffers = {}
@@ -408,7 +410,8 @@ class Leap(nn.Module):
         self._paths = state["paths"].tolist()
         self._dropped = int(state["dropped"])
         like = self.init[mangle(self.names[0])]
-        self._sum = state["sum"].to(like).clone() if "sum" in state else None
+        self._sum = state["sum"].to(like.device, torch.float64, copy=True) if "sum" in state \
+            else None
         self._buffer_sums = {k[7:]: v.clone() for k, v in state.items()
                              if k.startswith("buffer:")}
         if "acc" in state:
@@ -559,6 +562,17 @@ class Leap(nn.Module):
                     self._buffer_sums[key].add_(b)
                 else:
                     self._buffer_sums[key] = b.detach().clone()
+
+
+def add_exactly(total: Tensor | None, acc: Tensor) -> Tensor:
+    """``total + acc`` with ``total`` kept in float64: a meta-batch's per-task sums are added
+    where float32 values add without rounding (unless one coordinate's values span more than
+    about 2^(29 − log2 tasks) in magnitude), so
+    the sum, and the all-reduce of such sums, does not depend on how the tasks were ordered
+    or split across processes (docs/experiments.md, "What makes two runs identical")."""
+    if total is None:
+        return acc.to(torch.float64, copy=True)
+    return total.add_(acc)
 
 
 def _python_scalars(like: Tensor) -> bool:

@@ -36,7 +36,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import Contribution, Reduce, add_mean_to_grad, mangle, single_process
+from metaleap.leap import (
+    Contribution,
+    Reduce,
+    add_exactly,
+    add_mean_to_grad,
+    mangle,
+    single_process,
+)
 from metaleap.methods import MetaOptions
 
 if TYPE_CHECKING:
@@ -499,14 +506,14 @@ class FlatMean:
         if not bool(torch.isfinite(flat).all()):
             self.dropped += 1
             return False
-        self.total = flat if self.total is None else self.total.add_(flat)
+        self.total = add_exactly(self.total, flat)
         self.kept += 1
         return True
 
     def sums(self) -> dict[str, Tensor]:
         first = self.params[0]
         total = self.total if self.total is not None else torch.zeros(
-            sum(p.numel() for p in self.params), dtype=first.dtype, device=first.device)
+            sum(p.numel() for p in self.params), dtype=torch.float64, device=first.device)
         out = {"grad": total, "tasks": torch.tensor(self.kept),
                "dropped": torch.tensor(self.dropped)}
         self.total, self.kept, self.dropped = None, 0, 0

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from metaleap.choices import BLOCK_ORDERS, TASK_BATCHING
+from metaleap.choices import AUGMENT_RESAMPLE, BLOCK_ORDERS, TASK_BATCHING
 from metaleap.protocols.config import (
     ConfigError,
     MethodConfig,
@@ -59,6 +59,9 @@ class TransferConfig(MethodConfig):
     last bits; false gives the NCHW numbers of metaleap 0.2 bit for bit"""
     augment: bool = True
     """augment every training image: rotation 0–360°, translation ±20 %, scale 0.8–1.2"""
+    augment_resample: str = "nearest"
+    """how augmentation resamples the warped image: "nearest" (the authors' 2019 code) or
+    "bilinear" (every glyph study committed before this setting; smoother images)"""
     batch_size: int = 20
     """images per inner step"""
     inner_steps: int = 100
@@ -100,6 +103,9 @@ class TransferConfig(MethodConfig):
             raise ConfigError(f"block_order must be {' or '.join(BLOCK_ORDERS)}, "
                               f"got {self.block_order!r}")
         positive(self, "eval_lr")
+        if self.augment_resample not in AUGMENT_RESAMPLE:
+            raise ConfigError(f"augment_resample must be {' or '.join(AUGMENT_RESAMPLE)}, "
+                              f"got {self.augment_resample!r}")
         if self.task_batching not in TASK_BATCHING:
             raise ConfigError(f"task_batching must be one of {', '.join(TASK_BATCHING)}, got "
                               f"{self.task_batching!r}")

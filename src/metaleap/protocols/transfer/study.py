@@ -96,7 +96,7 @@ class TransferStudy(StudyProtocol):
         self.taskset = taskset if taskset is not None else open_taskset(
             cfg.data, size=cfg.image_size, ways=cfg.ways)
         self.splits = {seed: make_split(cfg, self.taskset, seed) for seed in cfg.seeds}
-        self.augment = RandomAffine() if cfg.augment else None
+        self.augment = RandomAffine(mode=cfg.augment_resample) if cfg.augment else None
         #: Whether tasks train batched (``task_batching`` resolved for the device and model).
         self.batched = batched.use_task_batching(cfg.task_batching, self.device)
         if self.batched and not stackable(self.model_factory(cfg.seeds[0])()):
