@@ -8,6 +8,8 @@ import torch
 from metaleap.tasks import base
 from metaleap.tasks.augment import RandomAffine, affine_matrices, apply_affine
 
+pytestmark = pytest.mark.numerics  # rerun by .ci/run under an emulated older CPU
+
 
 def _asymmetric(n: int = 1, size: int = 28) -> torch.Tensor:
     """An 'L'-like ink-high image with no rotational symmetry, away from the border."""

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 from metaleap.protocols.evaluation import Curve, auc, error_rate, train_task
 from metaleap.tasks.base import Task, batches
 
+pytestmark = pytest.mark.numerics  # rerun by .ci/run under an emulated older CPU
+
 
 def test_auc_is_the_trapezoid_area_over_the_number_of_steps():
     assert auc([1.0, 0.0]) == 0.5                      # one step: the mean of the two points

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 from metaleap import Leap
 
+pytestmark = pytest.mark.numerics  # rerun by .ci/run under an emulated older CPU
+
 Batch = tuple[Tensor, Tensor]
 Criterion = Callable[[Tensor, Tensor], Tensor]
 OptFactory = Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]

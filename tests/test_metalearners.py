@@ -33,6 +33,8 @@ from metaleap.models import ConvNet
 from metaleap.protocols.config import field_docs
 from metaleap.seeding import generator
 
+pytestmark = pytest.mark.numerics  # rerun by .ci/run under an emulated older CPU
+
 Batches = list[tuple[Tensor, Tensor]]
 CLASSES = 5
 

@@ -26,6 +26,8 @@ from metaleap.tasks import multicv
 from metaleap.tasks.errors import MissingDependencyError
 from metaleap.tasks.multicv import LabeledImages
 
+pytestmark = pytest.mark.numerics  # rerun by .ci/run under an emulated older CPU
+
 #: Toy data sets: (name, classes); each class is a bright bar at its own height.
 TOYS = {"toy_a": 3, "toy_b": 4, "toy_c": 5}
 ALL = "methods=" + ",".join(P.MultiCVConfig.supported())

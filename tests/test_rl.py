@@ -21,6 +21,8 @@ from metaleap.protocols import rl
 from metaleap.protocols.rl import study
 from metaleap.tasks import games
 
+pytestmark = pytest.mark.numerics  # rerun by .ci/run under an emulated older CPU
+
 pytest.importorskip("minatar")
 
 TINY = ["rl", "--preset", "tiny", "--no-progress"]

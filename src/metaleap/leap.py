@@ -352,7 +352,8 @@ class Leap(nn.Module):
             for n in self.buffer_names:
                 b = getattr(self.init_buffers, mangle(n))
                 if b.is_floating_point():
-                    buffers[n] = self._buffer_sums.get(mangle(n), torch.zeros_like(b))
+                    buffers[n] = self._buffer_sums.get(mangle(n),
+                                                    torch.zeros_like(b, dtype=torch.float64))
         self._reset_meta_batch()
         return Contribution(sums, buffers)
 
@@ -412,7 +413,7 @@ class Leap(nn.Module):
         like = self.init[mangle(self.names[0])]
         self._sum = state["sum"].to(like.device, torch.float64, copy=True) if "sum" in state \
             else None
-        self._buffer_sums = {k[7:]: v.clone() for k, v in state.items()
+        self._buffer_sums = {k[7:]: v.to(torch.float64, copy=True) for k, v in state.items()
                              if k.startswith("buffer:")}
         if "acc" in state:
             if self._running is None:
@@ -558,10 +559,7 @@ class Leap(nn.Module):
         for n, b in buffers.items():
             if n in self.buffer_names and b.is_floating_point():
                 key = mangle(n)
-                if key in self._buffer_sums:
-                    self._buffer_sums[key].add_(b)
-                else:
-                    self._buffer_sums[key] = b.detach().clone()
+                self._buffer_sums[key] = add_exactly(self._buffer_sums.get(key), b.detach())
 
 
 def add_exactly(total: Tensor | None, acc: Tensor) -> Tensor:
