@@ -3,9 +3,12 @@
 ``ROOT/images_background/`` and/or ``ROOT/images_evaluation/``, each holding
 ``ALPHABET/CHARACTER/*.png`` (105×105, black strokes on white). Both halves are merged into one
 list of alphabets sorted by name; alphabets with fewer than ``min_characters`` characters are
-dropped (46 of the 50 remain). Images are inverted to ink-high, resized to ``size``×``size`` and
-cached in memory as ``uint8`` the first time an alphabet is used (or all at once by
-``preload``). Every problem with the tree raises ``DataError`` naming what is wrong and where.
+dropped (46 of the 50 remain; the authors' code drops them too). Images are resized to
+``size``×``size`` as the authors' ``resize.py`` does (``resample="authors"``, see
+``RESAMPLE``), inverted to ink-high and cached in memory as ``uint8`` the first time an
+alphabet is used (or all at once by ``preload``). Every problem with the tree raises
+``DataError`` naming what is wrong and where. ``metaleap data omniglot --download``
+(:mod:`metaleap.tasks.omniglot_download`) puts the tree in its default folder.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ from metaleap.tasks.base import Task
 from metaleap.tasks.errors import DataError
 
 SPLITS = ("images_background", "images_evaluation")
+#: How ``load_png`` downsamples: "authors" (the default): Pillow's LANCZOS on the PNG as stored,
+#: as the authors' ``resize.py``; Pillow resamples 1-bit images (Omniglot's) by nearest
+#: neighbour whatever filter is asked, so the result stays black and white. "lanczos":
+#: LANCZOS on the grayscale image (antialiased). "bilinear": antialiased bilinear on the
+#: grayscale image (metaleap before the choice existed).
+RESAMPLE = ("authors", "lanczos", "bilinear")
 
 
 def _natural_key(name: str) -> list[int | str]:
@@ -43,16 +52,23 @@ def _pngs(path: Path) -> list[Path]:
                    and p.suffix.lower() == ".png"), key=lambda p: _natural_key(p.name))
 
 
-def load_png(path: Path, size: int) -> np.ndarray:
+def load_png(path: Path, size: int, resample: str = "authors") -> np.ndarray:
     """One Omniglot PNG as an ink-high ``uint8`` array (size, size); ``DataError`` if unreadable.
 
-    Downsampling uses Pillow's antialiased bilinear filter on the grayscale image, then inverts.
+    Downsampled as ``resample`` says (``RESAMPLE``), in grayscale, then inverted.
     """
+    if resample not in RESAMPLE:
+        raise ValueError(f"resample must be one of {RESAMPLE}, got {resample!r}")
     try:
         with Image.open(path) as im:
-            gray = im.convert("L")
-            if gray.size != (size, size):
-                gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+            if im.size == (size, size):
+                gray = im.convert("L")
+            elif resample == "authors":
+                gray = im.resize((size, size), Image.Resampling.LANCZOS).convert("L")
+            else:
+                gray = im.convert("L").resize((size, size), Image.Resampling.LANCZOS
+                                              if resample == "lanczos"
+                                              else Image.Resampling.BILINEAR)
             return 255 - np.asarray(gray, dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
         raise DataError(f"Omniglot: unreadable PNG {path}: {e}") from e
@@ -62,14 +78,19 @@ class OmniglotAlphabets:
     """The Omniglot alphabets under ``root`` as a ``TaskSet`` (one task per alphabet).
 
     ``names``: alphabet folder names, sorted; ``sources[i]``: which half it came from;
-    ``dropped``: alphabets with fewer than ``min_characters`` characters, left out.
+    ``dropped``: alphabets with fewer than ``min_characters`` characters, left out;
+    ``resample``: how images are downsampled (``RESAMPLE``).
     """
 
-    def __init__(self, root: str | Path, size: int = 28, min_characters: int = 20) -> None:
+    def __init__(self, root: str | Path, size: int = 28, min_characters: int = 20,
+                 resample: str = "authors") -> None:
         if size < 1:
             raise ValueError(f"size must be positive, got {size}")
+        if resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {RESAMPLE}, got {resample!r}")
         self.root = Path(root)
         self.size = int(size)
+        self.resample = resample
         self.min_characters = int(min_characters)
         if not self.root.exists():
             raise DataError(f"Omniglot: root {self.root} does not exist")
@@ -121,18 +142,21 @@ class OmniglotAlphabets:
 
     def __repr__(self) -> str:
         return (f"OmniglotAlphabets(root={str(self.root)!r}, size={self.size}, "
-                f"alphabets={len(self)}, dropped={len(self.dropped)})")
+                f"resample={self.resample!r}, alphabets={len(self)}, "
+                f"dropped={len(self.dropped)})")
 
     def identity(self) -> dict[str, object]:
-        """The folder, the image size and a SHA-256 of every used PNG's relative path and size."""
+        """The folder, the image size, the resampling and a SHA-256 of every used PNG's relative
+        path and size (a run folder made before ``resample`` existed, with bilinear images, is
+        thereby told that its data differ)."""
         digest = hashlib.sha256()
         for chars in self._chars:
             for _, pngs in chars:
                 for p in pngs:
                     digest.update(f"{p.relative_to(self.root)}\t{p.stat().st_size}\n".encode())
         return {"kind": "omniglot", "path": str(self.root.resolve()), "size": self.size,
-                "min_characters": self.min_characters, "files_sha256": digest.hexdigest(),
-                "alphabets": self.names}
+                "resample": self.resample, "min_characters": self.min_characters,
+                "files_sha256": digest.hexdigest(), "alphabets": self.names}
 
     def characters(self, index: int) -> list[str]:
         """Character folder names of alphabet ``index``, in label-independent (sorted) order."""
@@ -148,9 +172,10 @@ class OmniglotAlphabets:
             files = [p for _, pngs in self._chars[index] for p in pngs]
             if workers > 1:
                 with ThreadPoolExecutor(workers) as pool:
-                    flat = list(pool.map(lambda p: load_png(p, self.size), files))
+                    flat = list(pool.map(lambda p: load_png(p, self.size, self.resample),
+                                         files))
             else:
-                flat = [load_png(p, self.size) for p in files]
+                flat = [load_png(p, self.size, self.resample) for p in files]
             out, start = [], 0
             for n in self.num_drawings(index):
                 out.append(np.stack(flat[start:start + n]))
@@ -218,4 +243,4 @@ def _to_float(parts: Sequence[np.ndarray]) -> Tensor:
     return torch.from_numpy(np.concatenate(parts)[:, None]).float().div_(255.0)
 
 
-__all__ = ["SPLITS", "OmniglotAlphabets", "load_png"]
+__all__ = ["RESAMPLE", "SPLITS", "OmniglotAlphabets", "load_png"]

@@ -35,7 +35,8 @@ def study_arguments(p: argparse.ArgumentParser, preset: str, out: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting, e.g. meta_steps=50, seeds=0,1,2, "
                         "maml.inner_steps=5, leap.metric=energy (repeatable)")
-    p.add_argument("--data", help="'glyphs' (default; data version 1), 'glyphs:v2' or "
+    p.add_argument("--data", help="'glyphs' (default; data version 1), 'glyphs:v2', "
+                                  "'omniglot' (after `metaleap data omniglot --download`) or "
                                   "'omniglot:PATH' (the standard layout)")
     p.add_argument("--task-batching", choices=("auto", "on", "off"),
                    help="train a meta-batch's tasks and the held-out tasks as one computation "
