@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 
 from metaleap.cli import main
 from metaleap.tasks import DataError, glyphs, glyphs_render, glyphs_render_v2, open_taskset
@@ -176,16 +177,16 @@ def small_v2(tmp_path_factory: pytest.TempPathFactory) -> GlyphAlphabets:
 
 
 # Version 1 as committed results were made with it: the hash of its drawing code, and where
-# the environment is the reference one (the pinned venv), its cache key and file bytes.
+# the environment is the reference one (the software its key hashes), its cache key. Its bytes
+# are not pinned: version 1 draws through MKL's matrix products, whose rounding follows the
+# CPU's code path (docs/experiments.md, "Data identity by content"), so no digest of them holds
+# on every x86-64 CPU; a run's own data are checked by their recorded digest instead.
 V1_CODE = "b75b4e4517df5227"
 V1_REFERENCE = {
     "software": {"fonttools": "4.68.0", "pillow": "13.0.0", "freetype": "2.14.3",
                  "numpy": "2.4.6", "torch": "2.13.0", "unicode": "14.0.0"},
     "font_files": "4e94f53c880d22c5",  # SHA-256 of the JSON list of (file name, SHA-256)
     "key": "de70039c1620b713",
-    # SHA-256 over the file's tensors (name, then bytes, in name order): the data, not the
-    # metadata, whose manifest names where the fonts are installed. Computed at 02c0fb4.
-    "tensors": "26de2921ad3a77c47d8590bac4bde499def1db5bd55fc2c7bf65744fefa763b3",
 }
 
 
@@ -196,13 +197,8 @@ def test_version_1_is_unchanged(small: GlyphAlphabets) -> None:
     assert small.path.name.startswith("glyphs-v1-") and "version" not in small.identity()
     fonts = hashlib.sha256(json.dumps(options["font_files"]).encode()).hexdigest()[:16]
     if options["software"] != V1_REFERENCE["software"] or fonts != V1_REFERENCE["font_files"]:
-        pytest.skip("not the reference environment: version 1's key and bytes differ here")
+        pytest.skip("not the reference software: version 1's key differs here")
     assert small.path.name == f"glyphs-v1-{V1_REFERENCE['key']}.safetensors"
-    tensors, digest = load_file(str(small.path)), hashlib.sha256()
-    for name in sorted(tensors):
-        digest.update(name.encode())
-        digest.update(tensors[name].numpy().tobytes())
-    assert digest.hexdigest() == V1_REFERENCE["tensors"]
 
 
 def test_v2_is_deterministic_and_keyed_apart(small: GlyphAlphabets, small_v2: GlyphAlphabets,
@@ -328,3 +324,111 @@ def test_cli_stats_and_preview_default_to_version_2(tmp_path: Path, monkeypatch,
     assert built[-1] == 2 and "data version 2" in capsys.readouterr().out
     assert main(["data", "glyphs", "--version", "1", "--list"]) == 0
     assert built[-1] == 1 and "data version 1" in capsys.readouterr().out
+
+
+# --- a damaged cache entry is reported in one line and rebuilt -----------------------------
+
+def _images_span(data: bytes) -> tuple[int, int]:
+    """Where the ``images`` tensor's bytes lie in a safetensors file."""
+    n = int.from_bytes(data[:8], "little")
+    lo, hi = json.loads(data[8:8 + n])["images"]["data_offsets"]
+    return 8 + n + lo, 8 + n + hi
+
+
+def _truncate(data: bytes, path: Path) -> bytes:
+    return data[:1000]
+
+
+def _flip_a_pixel(data: bytes, path: Path | None = None) -> bytes:
+    lo, hi = _images_span(data)
+    out = bytearray(data)
+    out[(lo + hi) // 2] ^= 0xFF
+    return bytes(out)
+
+
+def _drop_the_labels(data: bytes, path: Path) -> bytes:
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    return save({"images": tensors["images"]}, metadata=metadata)
+
+
+@pytest.mark.parametrize("damage, why", [
+    (_truncate, r"SafetensorError: .*"),
+    (_flip_a_pixel, r"its tensors' SHA-256 is [0-9a-f]{12}…, its manifest records "
+                    r"[0-9a-f]{12}…"),
+    (_drop_the_labels, r"it holds the tensors \['images'\], not images and labels"),
+])
+def test_a_damaged_cache_entry_is_reported_in_one_line_and_rebuilt(
+        small: GlyphAlphabets, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage,
+        why: str) -> None:
+    path = tmp_path / small.path.name
+    original = small.path.read_bytes()
+    path.write_bytes(original)
+    path.write_bytes(damage(original, path))
+    rebuilt = GlyphAlphabets(cache_dir=tmp_path, workers=1, **SMALL)
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"metaleap: warning: glyphs: cache file {re.escape(str(path))} is "
+                        rf"damaged \({why}\); rebuilding it\n", err), err
+    assert path.read_bytes() == original  # the same bytes as the first build
+    assert torch.equal(rebuilt.images(1), small.images(1))
+    GlyphAlphabets(cache_dir=tmp_path, workers=1, **SMALL)  # sound now: loaded, no warning
+    assert capsys.readouterr().err == ""
+
+
+def test_an_entry_under_another_key_is_rebuilt(small: GlyphAlphabets, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """A file renamed to another entry's name (another alphabet set's key) is not loaded."""
+    other = build_glyphs(cache_dir=tmp_path, workers=1, fonts="matplotlib", progress=False,
+                         alphabets=["Hebrew"])
+    copy = other.read_bytes()
+    other.write_bytes(small.path.read_bytes())
+    build_glyphs(cache_dir=tmp_path, workers=1, fonts="matplotlib", progress=False,
+                 alphabets=["Hebrew"])
+    assert "its manifest names the key" in capsys.readouterr().err
+    assert other.read_bytes() == copy
+
+
+def test_a_cache_file_without_the_digest_is_accepted_with_the_same_identity(
+        small: GlyphAlphabets, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Files written before the content digest existed load without a warning, with the same
+    identity and content digest as a file that has it."""
+    assert small.manifest[glyphs.CONTENT_KEY] == small.content_digest()["sha256"]
+    old_manifest = {k: v for k, v in small.manifest.items() if k != glyphs.CONTENT_KEY}
+    path = tmp_path / small.path.name
+    path.write_bytes(save(load_file(str(small.path)), metadata={
+        "manifest": json.dumps(old_manifest, sort_keys=True, ensure_ascii=False)}))
+    old = GlyphAlphabets(cache_dir=tmp_path, workers=1, **SMALL)
+    assert capsys.readouterr().err == "" and path.read_bytes() != small.path.read_bytes()
+    assert old.identity() == small.identity()
+    assert old.content_digest() == small.content_digest()
+    # the identity is the one computed before the digest existed
+    fonts = [{**f, "path": Path(f["path"]).name} for f in old_manifest["font_list"]]
+    text = json.dumps({**old_manifest, "font_list": fonts}, sort_keys=True, ensure_ascii=False)
+    assert small.identity()["manifest_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_content_digest_names_the_bytes_and_what_drew_them(small: GlyphAlphabets) -> None:
+    digest = small.content_digest()
+    tensors = load_file(str(small.path))
+    assert digest["sha256"] == glyphs.tensors_sha256(tensors)
+    assert list(digest["alphabets"]) == small.names
+    for i, name in enumerate(small.names):
+        expected = hashlib.sha256(small.images(i).numpy().tobytes()).hexdigest()
+        assert digest["alphabets"][name] == expected
+    assert digest["software"] == small.manifest["software"]
+    assert "matplotlib/DejaVuSans.ttf" in digest["fonts"]
+    assert all(re.fullmatch("[0-9a-f]{16}", v) for v in digest["fonts"].values())
+
+
+def test_read_glyph_file_refuses_a_damaged_file_in_one_line(small: GlyphAlphabets,
+                                                           tmp_path: Path) -> None:
+    manifest, images, digest = glyphs.read_glyph_file(small.path)
+    assert manifest == small.manifest and torch.equal(images, small.all_images())
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(_flip_a_pixel(small.path.read_bytes()))
+    with pytest.raises(DataError, match=rf"^glyphs: {re.escape(str(bad))} is not a usable glyph "
+                                        r"file \(its tensors' SHA-256 is .*\)$"):
+        glyphs.read_glyph_file(bad)
+    with pytest.raises(DataError, match="no file"):
+        glyphs.read_glyph_file(tmp_path / "absent.safetensors")

@@ -75,6 +75,24 @@ def cmd_data_glyphs(args: argparse.Namespace) -> None:
             print(f"contact sheet (data version {ds.version}) written to {args.preview}")
 
 
+def cmd_data_check(args: argparse.Namespace) -> None:
+    """One line: whether this machine's data for a run are the bytes it trained on."""
+    from metaleap.protocols.datacheck import check_run
+
+    print(check_run(args.run, args.against))
+
+
+def cmd_data_omniglot(args: argparse.Namespace) -> None:
+    from metaleap.tasks import omniglot_download as od
+
+    if args.download:
+        od.download_omniglot(args.to)
+    else:
+        root = od.require_downloaded(args.to)
+        print(f"Omniglot is in {root}: use --data omniglot"
+              + ("" if args.to is None else f":{root}"))
+
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metaleap", description="Leap: meta-learning "
@@ -118,6 +136,25 @@ def parser() -> argparse.ArgumentParser:
     glyphs.add_argument("--fonts", choices=("all", "matplotlib"), default="all",
                         help="all fonts on the machine (default) or matplotlib's alone")
     glyphs.set_defaults(func=cmd_data_glyphs)
+    check = data_sub.add_parser("check", help="whether this machine's data for a run are "
+                                "byte-identical to the run's, how much they differ, and which "
+                                "recorded software or fonts differ (one line)")
+    check.add_argument("run", metavar="RUN_DIR", help="a run folder (config.json, "
+                       "provenance.json)")
+    check.add_argument("--against", metavar="FILE",
+                       help="the run's own glyph cache file, compared image by image (default: "
+                            "the file its provenance names, when it is in this machine's cache)")
+    check.set_defaults(func=cmd_data_check)
+    omniglot = data_sub.add_parser("omniglot", help="the Omniglot alphabets: download them "
+                                   "once, or say where they are")
+    omniglot.add_argument("--download", action="store_true",
+                          help="fetch and unpack the two archives Omniglot's authors publish "
+                               "(checked by MD5; resumes; a zip already in DIR is used; "
+                               "$METALEAP_OMNIGLOT_URL replaces their address)")
+    omniglot.add_argument("--to", metavar="DIR",
+                          help="the folder (default: <cache>/omniglot, the folder that "
+                               "--data omniglot reads)")
+    omniglot.set_defaults(func=cmd_data_omniglot)
     return p
 
 

@@ -124,12 +124,28 @@ def reuse_freed_memory() -> bool:
 
 
 def describe(device: torch.device) -> dict[str, object]:
-    """The software and hardware a run used: versions, device (and its name), CPU threads."""
+    """The software and hardware a run used: versions, device (and its name), CPU threads,
+    processes (torchrun's world size) and, on the CPU, the instruction set its kernels use."""
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else platform.processor() or platform.machine())
+    cpu = {"cpu_capability": torch.backends.cpu.get_cpu_capability()} if (
+        device.type == "cpu") else {}
     return {"metaleap": metaleap.__version__, "code": code_revision(), "torch": torch.__version__,
             "python": sys.version.split()[0], "device": str(device), "device_name": name,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "processes": int(os.environ.get("WORLD_SIZE", "1")), **cpu}
+
+
+#: What a session records that changes float results when it changes between the sessions
+#: of one run (docs/experiments.md, "What makes two runs identical").
+NUMERICS = ("device", "device_name", "cpu_capability", "threads", "processes", "torch")
+
+
+def numerics_changes(first: dict[str, object], now: dict[str, object]) -> list[str]:
+    """Each of :data:`NUMERICS` that differs between a run's first session and this one, as
+    ``"threads 1 → 2"`` (a key the first session did not record is not compared)."""
+    return [f"{k} {first[k]} → {now.get(k)}" for k in NUMERICS
+            if k in first and first[k] != now.get(k)]
 
 
 def code_revision() -> dict[str, object] | None:

@@ -3,7 +3,8 @@
 A run folder holds::
 
     config.json            the protocol and its fully resolved configuration
-    provenance.json        the data's identity, and per session the versions, device, threads
+    provenance.json        the data's identity and content digest, and per session the
+                           versions, device, threads
     metrics.jsonl          one JSON line per meta-step and per validation
     checkpoints/KEY.pt     the latest state of an unfinished (seed, method); plain tensors
     results/KEY.json       the finished (seed, method) results
@@ -16,7 +17,9 @@ rename), so an interrupted run (Ctrl-C, ``kill -9``, power loss) leaves the last
 state. Each checkpoint and result records
 the length of ``metrics.jsonl`` when it was written; resuming cuts the log back to the
 newest of those, so the resumed log equals an uninterrupted one. Resuming on other data
-(another glyph cache, another Omniglot folder) is refused.
+(another glyph cache, another Omniglot folder) is refused, and so is resuming on data whose
+bytes differ from those recorded in ``data_content`` (the same inputs drawn otherwise on
+another machine); a run begun before ``data_content`` existed has it recorded on resuming.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from metaleap.devices import numerics_changes
 from metaleap.files import atomic_write, write_json
 from metaleap.models import make_convnet
 
@@ -72,11 +76,14 @@ def portable(value: Any) -> Any:
 
 
 def check_run_folder(path: Path, config: dict[str, Any], identity: dict[str, Any] | None,
-                     resume: bool, overwrite: bool) -> dict[str, Any] | None:
+                     resume: bool, overwrite: bool,
+                     content: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Raise :class:`RunError` unless ``path`` can be used as asked; reads, never writes.
 
     Returns the recorded provenance of a run to resume (None otherwise). ``config`` and
-    ``identity`` are compared as they are recorded, :func:`portable`.
+    ``identity`` are compared as they are recorded, :func:`portable`; ``content`` (the data's
+    digest, :meth:`~metaleap.protocols.base.StudyProtocol.data_digest`) by its ``sha256``,
+    where both the run and this session have one.
     """
     config, identity = portable(config), portable(identity)
     if resume and overwrite:
@@ -100,6 +107,13 @@ def check_run_folder(path: Path, config: dict[str, Any], identity: dict[str, Any
         raise RunError(f"cannot resume {path}: it ran on other data "
                        f"({_data_difference(provenance.get('data'), identity)}); "
                        "resume it with the data it started with")
+    recorded = provenance.get("data_content")
+    if isinstance(recorded, dict) and content is not None and (
+            recorded.get("sha256") != content.get("sha256")):
+        raise RunError(f"cannot resume {path}: its data have the same inputs but other bytes "
+                       f"here ({_content_difference(recorded, content)}); `metaleap data check "
+                       f"{path}` says how they differ; resume it where the data are "
+                       "byte-identical, or start afresh with --overwrite")
     return provenance
 
 
@@ -165,26 +179,41 @@ class RunDir(RunReader):
         overwrite: delete whatever ``path`` holds and start afresh.
         tensorboard: also write the numeric fields of each record as TensorBoard scalars
             (``path/tensorboard``; needs ``pip install tensorboard``).
+        content: the data's digest (``StudyProtocol.data_digest()``), recorded as
+            ``data_content``; a resumed run without one gets it, one with another ``sha256``
+            is refused.
     Without either flag, an existing non-empty ``path`` is an error: nothing is overwritten.
     """
 
     def __init__(self, path: str | Path, config: dict[str, Any],
                  identity: dict[str, Any] | None = None,
                  environment: dict[str, Any] | None = None, resume: bool = False,
-                 overwrite: bool = False, tensorboard: bool = False) -> None:
+                 overwrite: bool = False, tensorboard: bool = False,
+                 content: dict[str, Any] | None = None) -> None:
         super().__init__(path)
         config, identity, environment = portable(config), portable(identity), portable(environment)
-        provenance = check_run_folder(self.path, config, identity, resume, overwrite)
+        content = portable(content)
+        provenance = check_run_folder(self.path, config, identity, resume, overwrite, content)
         session = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"), **(environment or {})}
         if provenance is not None:
             self._truncate_log()
+            changed = numerics_changes(provenance["sessions"][0], session) if provenance[
+                "sessions"] else []
+            if changed:
+                session["changed"] = changed
+                print(f"metaleap: resuming {self.path} with {', '.join(changed)}: the continued "
+                      "run will not match an uninterrupted one bit for bit (recorded in "
+                      "provenance.json)", file=sys.stderr, flush=True)
         else:
             if self.path.exists() and any(self.path.iterdir()):
                 shutil.rmtree(self.path)
             self.path.mkdir(parents=True, exist_ok=True)
             write_json(self.path / "config.json", config)
             provenance = {"data": identity, "sessions": []}
+        if content is not None and "data_content" not in provenance:  # new, or begun before it
+            provenance = {"data": provenance["data"], "data_content": content,
+                          **{k: v for k, v in provenance.items() if k != "data"}}
         provenance["sessions"].append(session)
         write_json(self.path / "provenance.json", provenance)
         self._log = open(self.path / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
@@ -245,7 +274,7 @@ class RunDir(RunReader):
 
 CHECKPOINT_KEYS = {"step", "module", "extra", OFFSET}
 #: Slots a checkpoint holds when the run has them: its own state, and progress inside a step.
-OPTIONAL_KEYS = {"run", "progress"}
+OPTIONAL_KEYS = {"run", "progress", "tally"}
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -281,6 +310,20 @@ def _read_json(path: Path) -> Any:
 
 def _differing_keys(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+def _content_difference(recorded: dict[str, Any], now: dict[str, Any]) -> str:
+    """How two data digests differ, in a few words: the share of per-task digests that differ
+    where both have them."""
+    text = (f"content SHA-256 {str(recorded.get('sha256'))[:12]}… recorded, "
+            f"{str(now.get('sha256'))[:12]}… here")
+    for part in ("alphabets", "datasets"):
+        a, b = recorded.get(part), now.get(part)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            shown = ", ".join(differ[:3]) + (", …" if len(differ) > 3 else "")
+            text += f"; {len(differ)} of {len(set(a) | set(b))} {part} differ ({shown})"
+    return text
 
 
 def _data_difference(saved: Any, now: Any) -> str:

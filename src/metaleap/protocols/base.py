@@ -10,9 +10,10 @@ checkpoints and reports to a :class:`Store`.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor
 from metaleap import seeding
 from metaleap.metalearners.base import ONE_PROCESS, Processes
 from metaleap.tasks.base import Task
+from metaleap.tasks.errors import DataError
 
 K = TypeVar("K")
 
@@ -73,12 +75,14 @@ class RunContext:
     ``resumed``: the progress an interrupted run saved inside this very meta-step (or
     evaluation), ``None`` when it starts afresh. ``save(progress)`` checkpoints ``progress``
     (plain tensors and data) with the learner's state and the run's own, so a run killed
-    inside a long step resumes there. ``bars``: whether to show progress bars.
+    inside a long step resumes there. ``bars``: whether to show progress bars. ``tally``: what
+    meta-training did to θ⁰ so far (meta-steps, those that moved θ⁰, tasks dropped).
     """
 
     resumed: dict[str, Any] | None = None
     save: Callable[[dict[str, Any]], None] = lambda progress: None
     bars: bool = False
+    tally: dict[str, int] = field(default_factory=dict)
 
 
 class MethodRun(ABC):
@@ -157,6 +161,13 @@ class StudyProtocol(ABC):
     def data_identity(self) -> dict[str, Any]:
         """What identifies the data: resuming on other data is refused."""
 
+    def data_digest(self) -> dict[str, Any] | None:
+        """What the data's bytes are: ``{"sha256": ..., ...}`` with per-task digests beside
+        it, recorded in ``provenance.json`` as ``data_content`` (resuming on data whose
+        ``sha256`` differs is refused), or ``None`` where the data are not stored bytes (the
+        default)."""
+        return None
+
     @abstractmethod
     def runs(self) -> Iterator[MethodRun]:
         """Every (seed, method) run, in order."""
@@ -164,6 +175,31 @@ class StudyProtocol(ABC):
     def notes(self) -> list[str]:
         """Lines the command prints before the study runs (none by default)."""
         return []
+
+
+def digest_of(parts: dict[str, str]) -> str:
+    """One SHA-256 of named digests (``name\tdigest`` lines, in the given order)."""
+    return hashlib.sha256("".join(f"{name}\t{digest}\n" for name, digest in parts.items())
+                          .encode()).hexdigest()
+
+
+def taskset_digest(taskset: Any) -> dict[str, Any] | None:
+    """:meth:`StudyProtocol.data_digest` of a task set: its own ``content_digest()`` if it has
+    one (the glyph alphabets), else a SHA-256 of each task's ``images(index)`` and one of
+    those (``sha256``), else ``None`` (a task set that exposes no images, or whose images do
+    not stack into one tensor per task)."""
+    own = getattr(taskset, "content_digest", None)
+    if callable(own):
+        return own()
+    images = getattr(taskset, "images", None)
+    if not callable(images):
+        return None
+    try:
+        tasks = {name: hashlib.sha256(images(i).contiguous().cpu().numpy()).hexdigest()
+                 for i, name in enumerate(taskset.names)}
+    except DataError:  # e.g. Omniglot characters with different numbers of drawings
+        return None
+    return {"sha256": digest_of(tasks), "alphabets": tasks}
 
 
 class SeedTasks(Generic[K]):

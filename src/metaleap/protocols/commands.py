@@ -117,11 +117,13 @@ def run_study(study: StudyProtocol, out: Path, args: argparse.Namespace, resume:
     processes = study.processes
     for note in study.notes() if processes.main else []:
         print(f"metaleap: {note}", file=sys.stderr)
-    config, identity = study.config_record(), study.data_identity()
-    check_run_folder(out, config, identity, resume, overwrite)  # every rank, before any write
+    config, identity, content = study.config_record(), study.data_identity(), study.data_digest()
+    # every rank, before any write
+    check_run_folder(out, config, identity, resume, overwrite, content)
     processes.barrier()
     store = RunDir(out, config, identity, describe(study.device), resume=resume,
-                   overwrite=overwrite, tensorboard=args.tensorboard) if processes.main else None
+                   overwrite=overwrite, tensorboard=args.tensorboard,
+                   content=content) if processes.main else None
     processes.barrier()
     with store or RunReader(out) as run:
         trainer.run_study(study, run, progress=processes.main and not args.no_progress)

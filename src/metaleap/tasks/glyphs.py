@@ -22,7 +22,16 @@ The set is built once (under two minutes on two cores) and cached in
 with the manifest also beside it as JSON. The key hashes every input: format version, the font
 files and their SHA-256, seed, size, options, the drawing code and the versions of the libraries
 that draw, so a changed input builds a new file and the same inputs load the old one. The same
-inputs give a byte-identical file: every random choice comes from :mod:`metaleap.seeding`.
+inputs give a byte-identical file on one machine: every random choice comes from
+:mod:`metaleap.seeding`. Another CPU can round otherwise (version 1 draws through MKL's matrix
+products, whose code path depends on the CPU), which is what ``metaleap data check`` looks for.
+
+The manifest also records a SHA-256 of the file's tensors (``content_sha256``, see
+:func:`tensors_sha256`; left out of :meth:`GlyphAlphabets.identity`, which is therefore what it
+was before). A cache file that cannot be loaded, whose tensors do not fit its manifest or its
+key, or whose tensors do not match that digest is reported in one line on stderr and rebuilt.
+Files written before the digest existed are accepted with the other checks alone (their
+content is still hashed on loading, for the run's provenance).
 """
 
 from __future__ import annotations
@@ -32,9 +41,11 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -44,7 +55,7 @@ import numpy as np
 import PIL
 import torch
 from PIL import Image, ImageDraw, ImageFont, features
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -56,13 +67,16 @@ from metaleap.tasks.base import Task
 from metaleap.tasks.errors import DataError
 
 __all__ = ["VERSIONS", "GlyphAlphabets", "available_alphabets", "build_glyphs", "cache_folder",
-           "check_version", "glyph_stats", "list_alphabets", "preview_sheet",
-           "separation_stats", "stats_table"]
+           "check_version", "glyph_stats", "list_alphabets", "preview_sheet", "read_glyph_file",
+           "separation_stats", "stats_table", "tensors_sha256"]
 
 FORMAT_VERSION = 1  # version 1's format number, part of its cache key: never change it
 VERSIONS = (1, 2)
 T = TypeVar("T")
 DRAWERS = render.DRAWERS
+#: The manifest's field holding the SHA-256 of the file's tensors (one metadata entry only:
+#: safetensors writes several in no fixed order, and the file must be byte-identical).
+CONTENT_KEY = "content_sha256"
 
 
 def cache_folder(path: str | os.PathLike[str] | None = None) -> Path:
@@ -194,13 +208,105 @@ def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str
     only). ``alphabets``: Unicode script names to restrict to (e.g. ``["Greek", "Latin"]``).
     ``min_fonts``: fonts an alphabet needs (default 3, or 2 with matplotlib's fonts alone).
     ``workers``: processes (default: the CPU count; 1 builds in this process). The output does
-    not depend on ``workers``.
+    not depend on ``workers``. A cached file that is damaged is reported on stderr and rebuilt.
     """
+    return _load_or_build(size, seed, cache_dir, fonts, alphabets, min_fonts, workers, progress,
+                          version).path
+
+
+class _Damaged(Exception):
+    """A cache file that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A loaded cache entry: its file, manifest, tensors and their :func:`tensors_sha256`."""
+
+    path: Path
+    manifest: dict
+    tensors: dict[str, torch.Tensor]
+    content_sha256: str
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over tensors, each its name then its bytes, in name order: a cache file's data,
+    not its metadata (whose manifest names where the fonts are installed)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().numpy().reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def _read(path: Path, key: str | None = None) -> _Entry:
+    """The cache file ``path``, checked: it loads, holds ``images`` and ``labels`` that fit its
+    manifest (and ``key``, if given), and matches the digest its manifest records (files
+    written before the digest existed have none); else :class:`_Damaged`."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            names = sorted(f.keys())
+            if names != ["images", "labels"]:
+                raise _Damaged(f"it holds the tensors {names}, not images and labels")
+            tensors = {name: f.get_tensor(name) for name in names}
+        text = metadata.get("manifest")
+        if text is None:
+            raise _Damaged("its metadata has no manifest")
+        manifest = json.loads(text)
+        chars = [len(a["characters"]) for a in manifest["alphabet_list"]]
+        size = manifest["size"]
+    except _Damaged:
+        raise
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        why = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise _Damaged(f"{type(e).__name__}{': ' + why if why else ''}") from None
+    if key is not None and manifest.get("key") != key:
+        raise _Damaged(f"its manifest names the key {manifest.get('key')!r}, not {key}")
+    images, labels = tensors["images"], tensors["labels"]
+    shape = (sum(chars), DRAWERS, size, size)
+    if images.dtype != torch.uint8 or tuple(images.shape) != shape:
+        raise _Damaged(f"its images are {images.dtype} {tuple(images.shape)}, its manifest "
+                       f"says uint8 {shape}")
+    if labels.dtype != torch.int32 or tuple(labels.shape) != (shape[0], 2):
+        raise _Damaged(f"its labels are {labels.dtype} {tuple(labels.shape)}, not int32 "
+                       f"({shape[0]}, 2)")
+    content = tensors_sha256(tensors)
+    recorded = manifest.get(CONTENT_KEY)
+    if recorded is not None and recorded != content:
+        raise _Damaged(f"its tensors' SHA-256 is {content[:12]}…, its manifest records "
+                       f"{str(recorded)[:12]}…")
+    return _Entry(path, manifest, tensors, content)
+
+
+def read_glyph_file(path: str | os.PathLike[str]) -> tuple[dict, torch.Tensor, str]:
+    """A glyph cache file's manifest, images ``(characters, drawers, size, size)`` and the
+    SHA-256 of its tensors, checked as the cache checks its entries; :class:`DataError` naming
+    the file if it is missing or damaged."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"glyphs: no file {path}")
+    try:
+        entry = _read(path)
+    except _Damaged as e:
+        raise DataError(f"glyphs: {path} is not a usable glyph file ({e})") from None
+    return entry.manifest, entry.tensors["images"], entry.content_sha256
+
+
+def _load_or_build(size: int, seed: int, cache_dir: str | os.PathLike[str] | None, fonts: str,
+                   alphabets: Sequence[str] | None, min_fonts: int | None,
+                   workers: int | None, progress: bool, version: int) -> _Entry:
+    """The cache entry of these inputs: loaded if cached and sound, else built and written (a
+    damaged entry is reported in one line on stderr first)."""
     options, files = _options(size, seed, fonts, alphabets, min_fonts, version)
     folder = cache_folder(cache_dir)
-    path = folder / f"glyphs-v{options['version']}-{_key(options)}.safetensors"
+    key = _key(options)
+    path = folder / f"glyphs-v{options['version']}-{key}.safetensors"
     if path.exists():
-        return path
+        try:
+            return _read(path, key)
+        except _Damaged as e:
+            print(f"metaleap: warning: glyphs: cache file {path} is damaged ({e}); rebuilding "
+                  "it", file=sys.stderr, flush=True)
     with _pool(workers) as pool:
         infos, specs = _plan(files, options, pool, progress)
         if options["version"] == 1:
@@ -224,7 +330,7 @@ def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str
         for entry, s in zip(alphabet_list, specs, strict=True):
             entry["letter_fonts"] = [position[i] for i in s.fonts]
     manifest = {
-        **{k: v for k, v in options.items() if k != "font_files"}, "key": _key(options),
+        **{k: v for k, v in options.items() if k != "font_files"}, "key": key,
         "fonts_considered": len(infos),
         "font_list": [infos[i].to_dict() for i in used],
         "alphabet_list": alphabet_list,
@@ -232,13 +338,14 @@ def build_glyphs(size: int = 28, seed: int = 0, cache_dir: str | os.PathLike[str
     labels = np.array([(a, c) for a, s in enumerate(specs) for c in range(len(s.characters))])
     tensors = {"images": torch.from_numpy(np.concatenate(drawn)),
                "labels": torch.from_numpy(labels.astype(np.int32))}
+    content = manifest[CONTENT_KEY] = tensors_sha256(tensors)
     text = json.dumps(manifest, sort_keys=True, ensure_ascii=False)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"manifest": text}))
     pretty = json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     atomic_write(path.with_suffix(".json"),
                   lambda tmp: Path(tmp).write_text(pretty, encoding="utf-8"))
-    return path
+    return _Entry(path, manifest, tensors, content)
 
 
 class GlyphAlphabets:
@@ -251,11 +358,12 @@ class GlyphAlphabets:
                  cache_dir: str | os.PathLike[str] | None = None, fonts: str = "all",
                  alphabets: Sequence[str] | None = None, min_fonts: int | None = None,
                  workers: int | None = None, progress: bool = True, version: int = 1) -> None:
-        self.path = build_glyphs(size, seed, cache_dir, fonts, alphabets, min_fonts, workers,
-                                 progress, version)
-        with safe_open(self.path, framework="pt") as f:
-            self.manifest: dict = json.loads(f.metadata()["manifest"])
-            self._images = f.get_tensor("images")
+        entry = _load_or_build(size, seed, cache_dir, fonts, alphabets, min_fonts, workers,
+                               progress, version)
+        self.path = entry.path
+        self.manifest: dict = entry.manifest
+        self._images = entry.tensors["images"]
+        self._content_sha256 = entry.content_sha256
         counts = [len(a["characters"]) for a in self.manifest["alphabet_list"]]
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).tolist()
         self.size = self.manifest["size"]
@@ -274,15 +382,31 @@ class GlyphAlphabets:
         """The cache key, a SHA-256 of the font manifest (font paths reduced to file names, so
         another install location of the same fonts is the same data) and the alphabet names;
         from version 2 on, the data version (version 1's identity is as it always was, so its
-        run folders still resume; its file name says ``glyphs-v1``)."""
+        run folders still resume; its file name says ``glyphs-v1``). The manifest's
+        ``content_sha256`` is left out, so files written before it existed and after are
+        the same data."""
         fonts = [{**f, "path": Path(f["path"]).name} for f in self.manifest["font_list"]]
-        text = json.dumps({**self.manifest, "font_list": fonts}, sort_keys=True,
-                          ensure_ascii=False)
+        inputs = {k: v for k, v in self.manifest.items() if k != CONTENT_KEY}
+        text = json.dumps({**inputs, "font_list": fonts}, sort_keys=True, ensure_ascii=False)
         version = {"version": self.version} if self.version != 1 else {}
         return {"kind": "glyphs", **version, "key": self.manifest["key"],
                 "file": self.path.name,
                 "manifest_sha256": hashlib.sha256(text.encode()).hexdigest(),
                 "size": self.size, "alphabets": self.names}
+
+    def content_digest(self) -> dict[str, object]:
+        """What the data's bytes are, beside :meth:`identity` (which names the inputs):
+        ``sha256``, the SHA-256 of the cache file's tensors (:func:`tensors_sha256`; equal to
+        the one its manifest records); ``alphabets``, a SHA-256 of each alphabet's images; and
+        what drew them: ``software``, the libraries' versions of the manifest, and ``fonts``,
+        each font file used (``source/file name``) with the first 16 hex digits of its
+        SHA-256, so that ``metaleap data check`` can name what differs on another machine."""
+        alphabets = {name: hashlib.sha256(self.images(i).contiguous().numpy()).hexdigest()
+                     for i, name in enumerate(self.names)}
+        fonts = {f"{f['source']}/{Path(f['path']).name}": f["sha256"][:16]
+                 for f in self.manifest["font_list"]}
+        return {"kind": "glyphs", "sha256": self._content_sha256, "alphabets": alphabets,
+                "software": dict(self.manifest["software"]), "fonts": dict(sorted(fonts.items()))}
 
     def characters(self, index: int) -> list[str]:
         """The characters of alphabet ``index``, in label order of :meth:`images`."""
@@ -293,6 +417,11 @@ class GlyphAlphabets:
         (drawer ``j`` uses ``j % len``); version 2, its one skeleton font."""
         return [self.manifest["font_list"][i]["name"]
                 for i in self.manifest["alphabet_list"][index]["fonts"]]
+
+    def all_images(self) -> torch.Tensor:
+        """uint8 images ``(characters of every alphabet, 20 drawers, size, size)``, alphabet by
+        alphabet in index order (the cache file's ``images``)."""
+        return self._images
 
     def images(self, index: int) -> torch.Tensor:
         """uint8 images ``(characters, 20 drawers, 1, size, size)`` of alphabet ``index``."""

@@ -18,6 +18,7 @@ with the command that installs it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
@@ -58,6 +59,12 @@ class LabeledImages:
 
     def __len__(self) -> int:
         return int(self.labels.numel())
+
+    def sha256(self) -> str:
+        """A SHA-256 of the images' bytes, then the labels' (the data set's content)."""
+        digest = hashlib.sha256(self.images.contiguous().numpy().tobytes())
+        digest.update(self.labels.contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def float_images(self, index: Tensor | None = None) -> Tensor:
         """The images (or those at ``index``) as float32 in [0, 1]."""

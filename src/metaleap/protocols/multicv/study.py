@@ -35,7 +35,6 @@ resumed run stops where an uninterrupted one does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 from collections.abc import Iterable, Iterator, Sequence
@@ -55,7 +54,13 @@ from metaleap.metalearners import (
     TaskHandle,
 )
 from metaleap.models import ConvNet, init_linear, make_convnet, outside_encoder
-from metaleap.protocols.base import MethodRun, RunContext, SeedTasks, StudyProtocol
+from metaleap.protocols.base import (
+    MethodRun,
+    RunContext,
+    SeedTasks,
+    StudyProtocol,
+    digest_of,
+)
 from metaleap.protocols.config import ConfigError
 from metaleap.protocols.multicv.config import MultiCVConfig
 from metaleap.protocols.multicv.training import (
@@ -117,6 +122,7 @@ class MultiCVStudy(StudyProtocol):
             raise ConfigError(f"{processes.world} processes but a meta-step pretrains on "
                               f"{pretrain} data sets: start at most {pretrain}")
         self.classes = {name: self.dataset(name).num_classes for name in self.cfg.datasets}
+        self._digests: dict[str, str] = {}
         self._tasks = SeedTasks(self._build_task, self.device)
         for name in self.cfg.datasets:  # checks every split once, with the first seed
             self.task(name, self.cfg.seeds[0])
@@ -133,12 +139,22 @@ class MultiCVStudy(StudyProtocol):
         datasets = {}
         for name in self.cfg.datasets:
             data = self.dataset(name)
-            digest = hashlib.sha256(data.images.contiguous().numpy().tobytes())
-            digest.update(data.labels.numpy().tobytes())
             datasets[name] = {"source": data.source, "num_classes": data.num_classes,
-                              "images": len(data), "sha256": digest.hexdigest()}
+                              "images": len(data), "sha256": self._sha256(name)}
         return {"kind": "multicv", "data_seed": self.cfg.data_seed, "datasets": datasets,
                 "left_out": sorted(self.left_out)}
+
+    def data_digest(self) -> dict[str, Any]:
+        """``sha256`` over the data sets' digests (those of :meth:`data_identity`, images then
+        labels), and each data set's."""
+        datasets = {name: self._sha256(name) for name in self.cfg.datasets}
+        return {"kind": "multicv", "sha256": digest_of(datasets), "datasets": datasets}
+
+    def _sha256(self, name: str) -> str:
+        """Data set ``name``'s :meth:`~metaleap.tasks.multicv.LabeledImages.sha256`, once."""
+        if name not in self._digests:
+            self._digests[name] = self.dataset(name).sha256()
+        return self._digests[name]
 
     def task(self, name: str, seed: int) -> Task:
         """Data set ``name`` split by ``seed``, on the study's device (one seed is cached)."""

@@ -42,6 +42,7 @@ from metaleap.protocols.base import (
     SeedTasks,
     StudyProtocol,
     meta_batch_picks,
+    taskset_digest,
 )
 from metaleap.protocols.config import ConfigError
 from metaleap.protocols.evaluation import Curve, train_task
@@ -125,6 +126,12 @@ class TransferStudy(StudyProtocol):
 
     def data_identity(self) -> dict[str, Any]:
         return self.taskset.identity()
+
+    def data_digest(self) -> dict[str, Any] | None:
+        """The task set's content: for glyphs the cache file's tensors, each alphabet's images
+        and the software and fonts that drew them; for Omniglot each alphabet's images
+        (:func:`~metaleap.protocols.base.taskset_digest`)."""
+        return taskset_digest(self.taskset)
 
     def task(self, index: int, seed: int) -> Task:
         """Task ``index`` of ``seed`` on the study's device (one seed's tasks are cached)."""
