@@ -20,6 +20,7 @@ from metaleap.metalearners import ONE_PROCESS, SupervisedMetaStep, TaskStream
 from metaleap.protocols import evaluation
 from metaleap.protocols.base import RunContext
 from metaleap.protocols.config import ConfigError
+from metaleap.protocols.reporting import write_report
 from metaleap.protocols.trainer import run_study as run_protocol
 from metaleap.protocols.transfer import TransferConfig, TransferStudy, make_split, resolve_config
 from metaleap.runs import OFFSET, RunDir, RunError, load_initialization, read_metrics
@@ -208,6 +209,27 @@ def content(path: Path) -> object:
         return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", OFFSET)}
                 for line in path.read_text().splitlines()]
     return {k: v for k, v in json.loads(path.read_text()).items() if k != OFFSET}
+
+
+def test_a_run_whose_every_task_was_dropped_warns_and_its_report_says_so_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """inner lr 1e30 makes every pretraining loss non-finite: each meta-step warns in one line
+    as it happens, and results.json and the report's first lines say θ⁰ never moved; a
+    healthy run reports every meta-step as moving θ⁰."""
+    run_study(tmp_path / "bad", ["methods=leap,scratch", "meta_steps=3", "inner_lr=1e30"])
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "dropped" in line]
+    assert [w.split(":")[1] for w in warnings] == [f" leap seed 0, meta-step {s}"
+                                                    for s in (1, 2, 3)]
+    lines = write_report(tmp_path / "bad").read_text().splitlines()
+    summary = json.loads((tmp_path / "bad" / "results.json").read_text())
+    assert summary["meta_training"] == {"leap": {"meta_steps": 3, "moved": 0,
+                                                 "tasks_dropped": 6}}
+    assert lines[2].startswith("**θ⁰ never moved for leap: all 6 tasks of its 3 meta-steps")
+    run_study(tmp_path / "good", ["methods=leap,scratch", "meta_steps=3"])
+    assert "dropped" not in capsys.readouterr().err
+    lines = write_report(tmp_path / "good").read_text().splitlines()
+    assert lines[2] == "Meta-training: leap moved θ⁰ in 3 of 3 meta-steps, 0 tasks dropped."
 
 
 def test_existing_folder_is_never_overwritten(tmp_path: Path):
@@ -506,6 +528,25 @@ def test_resume_on_other_data_is_refused_and_sessions_are_recorded(tmp_path: Pat
     run_study(tmp_path / "run", ["methods=scratch"], resume=True)
     provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert len(provenance["sessions"]) == 2
+
+
+def test_resume_under_other_threads_or_processes_says_so_and_records_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A resumed session whose threads, processes or CPU kernels differ from the first
+    session's says so in one line and records what changed; the same setting, nothing."""
+    first = {"device": "cpu", "threads": 1, "processes": 1, "cpu_capability": "AVX512"}
+    RunDir(tmp_path / "run", {"config": {}}, {"kind": "x"}, environment=first).close()
+    RunDir(tmp_path / "run", {"config": {}}, {"kind": "x"}, environment=first,
+           resume=True).close()
+    assert "resuming" not in capsys.readouterr().err
+    now = {**first, "threads": 2, "processes": 2, "cpu_capability": "AVX2"}
+    RunDir(tmp_path / "run", {"config": {}}, {"kind": "x"}, environment=now, resume=True).close()
+    changed = ["cpu_capability AVX512 → AVX2", "threads 1 → 2", "processes 1 → 2"]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and ", ".join(changed) in lines[0] and "bit for bit" in lines[0]
+    sessions = json.loads((tmp_path / "run" / "provenance.json").read_text())["sessions"]
+    assert ["changed" in s for s in sessions] == [False, False, True]
+    assert sessions[2]["changed"] == changed
 
 
 def test_report_refuses_a_folder_of_another_version(tmp_path: Path, capsys):

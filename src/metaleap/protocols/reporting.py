@@ -41,10 +41,41 @@ def summarize_run(run: str | Path) -> dict[str, Any]:
         result.pop(OFFSET, None)
         results[path.stem] = result
     summary = protocols.get(record["protocol"]).summarize(record, results)
+    tally = meta_training(results)
+    if tally:
+        summary["meta_training"] = tally
     if (run / "provenance.json").is_file():
         summary["provenance"] = json.loads((run / "provenance.json").read_text())
     write_json(run / "results.json", summary)
     return summary
+
+
+def meta_training(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per method, summed over its seeds: the meta-steps taken, those that moved θ⁰ and the
+    tasks dropped for a non-finite loss or gradient (each result's ``"meta_training"``)."""
+    out: dict[str, dict[str, int]] = {}
+    for result in results.values():
+        if "meta_training" in result:
+            total = out.setdefault(result["method"], dict.fromkeys(result["meta_training"], 0))
+            for k, v in result["meta_training"].items():
+                total[k] += v
+    return out
+
+
+def meta_training_lines(summary: dict[str, Any]) -> list[str]:
+    """What meta-training did to θ⁰, per method; first, in bold, each method whose θ⁰ never
+    moved (every task of every meta-step dropped), whose results are its starting point's."""
+    tally = summary.get("meta_training") or {}
+    stuck = [m for m, t in tally.items() if t["meta_steps"] and not t["moved"]]
+    lines = [f"**θ⁰ never moved for {m}: all {tally[m]['tasks_dropped']} tasks of its "
+             f"{tally[m]['meta_steps']} meta-steps were dropped for a non-finite loss or "
+             "gradient, so its results are those of its starting point; lower the learning "
+             "rates.**" for m in stuck]
+    if tally:
+        lines.append("Meta-training: " + "; ".join(
+            f"{m} moved θ⁰ in {t['moved']} of {t['meta_steps']} meta-steps, "
+            f"{t['tasks_dropped']} tasks dropped" for m, t in tally.items()) + ".")
+    return [line for text in lines for line in ("", text)]
 
 
 def load_summary(run: str | Path) -> dict[str, Any]:
@@ -65,6 +96,7 @@ def write_report(run: str | Path) -> Path:
     if not summary["methods"]:
         raise RunError(f"{run} has no finished (seed, method) result yet")
     lines = protocols.get(summary["protocol"]).report(run, summary)
+    lines[1:1] = meta_training_lines(summary)
     (run / "report.md").write_text("\n".join(lines) + "\n")
     return run / "report.md"
 

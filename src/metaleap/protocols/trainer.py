@@ -42,17 +42,24 @@ def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]
 
 
 def finish(run: MethodRun, store: Store, context: RunContext) -> dict[str, Any]:
-    """Evaluate ``run``'s initialization, export it to ``store`` and return the result."""
+    """Evaluate ``run``'s initialization, export it to ``store`` and return the result, with
+    what meta-training did to θ⁰ (``"meta_training"``, see :func:`meta_train`)."""
     init = run.learner.initialization()
     result = run.evaluate(init, context)
     store.export_initialization(run.key, init, run.export_metadata())
-    return result
+    return ({**result, "meta_training": dict(context.tally)} if context.tally.get("meta_steps")
+            else result)
 
 
 def meta_train(run: MethodRun, store: Store, progress: bool = True) -> RunContext:
-    """Meta-train ``run``, resuming from ``store``; returns the evaluation's context."""
+    """Meta-train ``run``, resuming from ``store``; returns the evaluation's context.
+
+    The context's ``tally`` counts the meta-steps taken, those that moved θ⁰ and the tasks
+    dropped for a non-finite loss or gradient; a meta-step whose every task was dropped
+    leaves θ⁰ where it was, and says so in one line on stderr as it happens."""
     learner, key = run.learner, run.key
     start, resumed = 0, None
+    tally = {"meta_steps": 0, "moved": 0, "tasks_dropped": 0}
     state = store.load_state(key)
     if state is not None:
         try:
@@ -65,12 +72,14 @@ def meta_train(run: MethodRun, store: Store, progress: bool = True) -> RunContex
                 f"checkpoints/{key}.pt does not fit {run.method} ({first}): delete it to "
                 "restart this (seed, method) from scratch") from None
         start, resumed = int(state["step"]), state.get("progress")
+        tally.update(state.get("tally", {"meta_steps": start, "moved": start}))
 
     def save(step: int, inside: dict[str, Any] | None = None) -> None:
         """Checkpoint after ``step`` meta-steps (with ``inside``: within the next step)."""
         own = run.state()
         store.save_state(key, {"step": step, "module": learner.state_dict(),
-                               "extra": learner.extra_state(), **({"run": own} if own else {}),
+                               "extra": learner.extra_state(), "tally": dict(tally),
+                               **({"run": own} if own else {}),
                                **({"progress": inside} if inside is not None else {})})
 
     def context(step: int) -> RunContext:
@@ -78,7 +87,7 @@ def meta_train(run: MethodRun, store: Store, progress: bool = True) -> RunContex
         resumed progress goes to the first step the trainer runs."""
         nonlocal resumed
         found, resumed = resumed, None
-        return RunContext(found, lambda inside: save(step, inside), progress)
+        return RunContext(found, lambda inside: save(step, inside), progress, tally)
 
     steps = run.meta_steps if methods.get(run.method).meta_trains else 0
     if start == 0 and steps:
@@ -95,6 +104,7 @@ def meta_train(run: MethodRun, store: Store, progress: bool = True) -> RunContex
                                 "the learning rates")
         store.log({"event": "meta_step", "seed": run.seed, "method": run.method,
                    "step": step + 1, "seconds": time.perf_counter() - began, **metrics})
+        _count(tally, run, step + 1, metrics)
         bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if isinstance(v, float)},
                         refresh=False)
         stop = run.stopped()
@@ -105,6 +115,21 @@ def meta_train(run: MethodRun, store: Store, progress: bool = True) -> RunContex
         if (step + 1) % run.checkpoint_every == 0 and step + 1 < steps:
             save(step + 1)
     return context(steps)
+
+
+def _count(tally: dict[str, int], run: MethodRun, step: int, metrics: dict[str, Any]) -> None:
+    """Add meta-step ``step`` to ``tally``; warn when it dropped every task (θ⁰ stood still),
+    once: from rank 0 for a run that every process shares. A method that drops no task
+    (finetuning) moves θ⁰ at every step."""
+    dropped = int(metrics.get("dropped", 0))
+    moved = metrics.get("tasks", 1) > dropped  # "tasks": those finished, dropped or not
+    tally["meta_steps"] += 1
+    tally["moved"] += moved
+    tally["tasks_dropped"] += dropped
+    if not moved and (not run.collective or os.environ.get("RANK", "0") == "0"):
+        tqdm.write(f"warning: {run.method} seed {run.seed}, meta-step {step}: all {dropped} "
+                   "tasks were dropped (a non-finite loss or gradient), so θ⁰ did not move; "
+                   "lower the learning rates", file=sys.stderr)
 
 
 def _validate(run: MethodRun, store: Store, step: int) -> None:
@@ -129,7 +154,8 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
     processes = getattr(protocol, "processes", ONE_PROCESS)
     results: dict[str, dict[str, Any]] = {}
     alone: list[MethodRun] = []  # consecutive runs to share out whole, one process each
-    meta_trained: list[MethodRun] = []  # runs whose evaluations are shared out, one each
+    # runs whose evaluations are shared out, one each, with their evaluation's context
+    meta_trained: list[tuple[MethodRun, RunContext]] = []
 
     def share_out() -> None:  # each run whole on one process
         results.update(_deal_out(alone, processes, store,
@@ -137,8 +163,9 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
         alone.clear()
 
     def evaluate_out() -> None:  # the meta-trained runs' evaluations, one process each
-        results.update(_deal_out(meta_trained, processes, store, lambda run, memory: finish(
-            run, memory, RunContext(bars=progress))))
+        contexts = {run.key: context for run, context in meta_trained}
+        results.update(_deal_out([run for run, _ in meta_trained], processes, store,
+                                 lambda run, memory: finish(run, memory, contexts[run.key])))
         meta_trained.clear()
 
     for run in protocol.runs():
@@ -148,8 +175,7 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
             continue
         share_out()
         if result is None and processes.world > 1 and run.evaluation_alone:
-            meta_train(run, store, progress)
-            meta_trained.append(run)
+            meta_trained.append((run, meta_train(run, store, progress)))
             if len(meta_trained) == processes.world:
                 evaluate_out()
             continue
