@@ -27,6 +27,7 @@ from metaleap.protocols.reporting import (
     verdict,
     write_report,
 )
+from metaleap.protocols.transfer.config import RECORDED_BEFORE
 from metaleap.protocols.transfer.report import SHOWN
 from metaleap.runs import RunError, write_json
 from metaleap.stats import Groups, Interval
@@ -63,7 +64,7 @@ def collect(folder: Path) -> list[Cell]:
                  if s["protocol"] == "transfer" and s["methods"]}
     if len(summaries) < 2:
         raise RunError(f"{folder} holds fewer than two finished transfer runs: no grid")
-    configs = {k: s["config"] for k, s in summaries.items()}
+    configs = {k: {**RECORDED_BEFORE, **s["config"]} for k, s in summaries.items()}
     first = next(iter(configs.values()))
     for name, cfg in configs.items():
         for key in SHARED:

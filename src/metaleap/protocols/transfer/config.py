@@ -29,8 +29,9 @@ class TransferConfig(MethodConfig):
                                              "meta_steps")
 
     data: str = "glyphs"
-    """the alphabets: "glyphs" (rendered offline, data version 1), "glyphs:v2" (version 2) or
-    "omniglot:PATH" (the standard layout)"""
+    """the alphabets: "glyphs" (rendered offline, data version 1), "glyphs:v2" (version 2),
+    "omniglot" (the folder `metaleap data omniglot --download` fills) or "omniglot:PATH" (the
+    standard layout)"""
     methods: list[str] = field(default_factory=lambda: TransferConfig.supported())
     """the methods to compare (default: every registered method this protocol runs; see
     ``metaleap.methods``)"""
@@ -123,6 +124,11 @@ class TransferConfig(MethodConfig):
             raise ConfigError(f"heldout_at {self.heldout_at} must lie strictly between 0 and "
                               f"meta_steps ({cfg.meta_steps})")
 
+
+#: The value of each setting added since runs were first recorded, for a run whose
+#: ``config.json`` predates it: what that run did (every glyph study before
+#: ``augment_resample`` resampled bilinearly).
+RECORDED_BEFORE: dict[str, Any] = {"augment_resample": "bilinear"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's numbers: FOMAML's meta lr 0.5 and MAML's 5 inner steps (docs/experiments.md).
