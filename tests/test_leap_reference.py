@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaleap import Leap
+from metaleap.leap import increment
 
 pytestmark = pytest.mark.numerics  # rerun by .ci/run under an emulated older CPU
 
@@ -199,6 +200,34 @@ def reference_increment_sum(traj: Trajectory, metric: str, loss_term: bool, stab
             path += sq
         total += increment
     return total, path
+
+
+@pytest.mark.parametrize(("metric", "loss_term", "stabilizer"), OPTIONS)
+def test_the_readable_increment_is_the_reference_and_the_fast_path_is_it(
+        metric: str, loss_term: bool, stabilizer: bool, step_scalars: str):
+    """metaleap.leap.increment, summed over a recorded task, gives this file's reference
+    (docs/leap.md written out) and the Σ_i increment_i that Leap's workspace accumulates (its
+    ``.grad`` after one task), both to 1e-12 in float64; a stack of tasks gives each row's."""
+    model, task = mlp(), regression_tasks(1, 6, seed=3)[0]
+    leap = Leap(model, metric=metric, loss_term=loss_term, stabilizer=stabilizer)
+    traj = run_task(model, task, INNER_OPTIMIZERS["momentum"], leap)
+    leap.meta_grad()
+    total, path = torch.zeros_like(traj.thetas[0]), 0.0
+    steps = []
+    for i, g in enumerate(traj.grads):
+        df = torch.tensor(traj.losses[i + 1] - traj.losses[i], dtype=torch.float64)
+        step, term = increment(traj.thetas[i + 1] - traj.thetas[i], df if loss_term else None,
+                               g, metric, stabilizer)
+        total, path = total + step, path + float(term)
+        steps.append((traj.thetas[i + 1] - traj.thetas[i], df, g, step))
+    expected, expected_path = reference_increment_sum(traj, metric, loss_term, stabilizer)
+    torch.testing.assert_close(total, expected, rtol=1e-12, atol=1e-14)
+    assert path == pytest.approx(expected_path, rel=1e-12)
+    torch.testing.assert_close(leap_grad(leap), total, rtol=1e-12, atol=1e-14)
+    rows, df, g, _ = (torch.stack(column) for column in zip(*steps, strict=True))
+    stacked, _ = increment(rows, df if loss_term else None, g, metric, stabilizer)
+    torch.testing.assert_close(stacked, torch.stack([s[-1] for s in steps]), rtol=1e-14,
+                               atol=1e-15)
 
 
 def path_length(traj: Trajectory) -> float:

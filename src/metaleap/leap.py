@@ -30,10 +30,35 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats",
-           "add_exactly", "add_mean_to_grad", "single_process"]
+           "add_exactly", "add_mean_to_grad", "increment", "single_process"]
 
 Metric = Literal["length", "energy"]
 BufferPolicy = Literal["reset", "average"]
+
+
+def increment(delta_theta: Tensor, delta_f: Tensor | None, grad: Tensor,
+              metric: Metric = "length", stabilizer: bool = True) -> tuple[Tensor, Tensor]:
+    """Segment i's pull-forward increment and its term of d_p, eqs. (2), (4)–(5):
+
+        increment_i = −(Δθ + Δf·g) / ‖(Δθ, Δf)‖₂^{2−p},    d_p term = ‖(Δθ, Δf)‖₂^p
+
+    with Δθ = θ^{i+1} − θ^i (``delta_theta``), Δf = f(θ^{i+1}) − f(θ^i) (``delta_f``; −|Δf|
+    with the ``stabilizer``; ``None`` leaves the loss coordinate out) and g = ∇f(θ^i)
+    (``grad``). Rows of a 2-d ``delta_theta`` are tasks (``delta_f`` then has one entry per
+    row). This is the statement of the mathematics: :meth:`Leap.observe` computes the same
+    numbers in a preallocated workspace (``_segment``), and the batched path calls this.
+    """
+    sq = (delta_theta * delta_theta).sum(-1)
+    pull = delta_theta
+    if delta_f is not None:
+        if stabilizer:
+            delta_f = -delta_f.abs()
+        sq = sq + delta_f * delta_f
+        pull = delta_theta + delta_f.unsqueeze(-1) * grad
+    if metric == "energy":
+        return -pull, sq
+    norm = sq.sqrt()
+    return -pull / (norm + torch.finfo(norm.dtype).tiny).unsqueeze(-1), norm
 
 
 @dataclass(frozen=True)
@@ -524,7 +549,9 @@ class Leap(nn.Module):
 
     @torch.no_grad()
     def _segment(self, loss: Tensor | float | None) -> None:
-        """Add increment_i for the segment from the stored point to the model's current θ.
+        """Add increment_i for the segment from the stored point to the model's current θ:
+        :func:`increment`, computed in the task's workspace (the fast path the tests hold to
+        it).
 
         ``self._prev`` becomes −Δθ in place (3 passes over θ-sized memory), its squared norm
         is read (1), and the accumulator takes c·(−Δθ) + (−c·Δf)·g as one matrix-vector

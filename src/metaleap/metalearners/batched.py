@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from metaleap.leap import Leap
+from metaleap.leap import Leap, increment
 from metaleap.metalearners.base import FlatMean, MetaLearner
 
 Stacked = dict[str, Tensor]
@@ -83,14 +83,11 @@ class BatchedTasks:
 class LeapPaths(BatchedTasks):
     """Leap's pull-forward increments for T tasks at once (docs/leap.md), rows of (T, |θ⁰|).
 
-    The math of :meth:`metaleap.Leap.observe` row by row: with Δθ = θ^{i+1} − θ^i,
-    Δf = f(θ^{i+1}) − f(θ^i) (−|Δf| with the stabilizer) and g = ∇f(θ^i), segment i adds
-
-        increment_i = −(Δθ + Δf·g) / ‖(Δθ, Δf)‖₂^{2−p}
-
-    to the task's row of the accumulator, and d_p to its path. ``finish`` closes segment K
-    with f(θ^K) and folds each row into the core with :meth:`metaleap.Leap.fold` (its
-    non-finite check and buffer policy), in task order.
+    Each segment adds :func:`metaleap.leap.increment` of every row (the formula
+    :meth:`metaleap.Leap.observe` computes task by task) to the task's row of the
+    accumulator, and its d_p term to the task's path. ``finish`` closes segment K with f(θ^K)
+    and folds each row into the core with :meth:`metaleap.Leap.fold` (its non-finite check
+    and buffer policy), in task order.
     """
 
     def __init__(self, learner: MetaLearner, leap: Leap, count: int) -> None:
@@ -117,25 +114,14 @@ class LeapPaths(BatchedTasks):
 
     @torch.no_grad()
     def _segment(self, theta: Tensor, losses: Tensor) -> None:
-        """Add increment_i of every task for the segment from the stored point to ``theta``."""
+        """Add increment_i of every task (:func:`metaleap.leap.increment`, row by row) for the
+        segment from the stored point to ``theta``."""
         leap = self.leap
-        step = self.prev.sub_(theta)                                  # −Δθ, per row
-        sq = (step * step).sum(1)
         self.finite &= torch.isfinite(losses)
-        if leap.loss_term:
-            df = losses - self.loss
-            if leap.stabilizer:
-                df = -df.abs()
-            sq = sq + df * df
-            step.addcmul_(self.grad, -df[:, None])                    # −Δθ − Δf·g
-        if leap.metric == "length":
-            norm = sq.sqrt()
-            self.path += norm
-            self.acc.addcmul_(step, norm.clamp_min(torch.finfo(norm.dtype).tiny)
-                              .reciprocal()[:, None])
-        else:
-            self.path += sq
-            self.acc.add_(step)
+        step, term = increment(theta - self.prev, losses - self.loss if leap.loss_term else None,
+                               self.grad, leap.metric, leap.stabilizer)
+        self.acc.add_(step)
+        self.path += term
 
     def _finish(self, params: Stacked, final_losses: Tensor, query_grads: Stacked | None,
                 buffers: Stacked) -> None:
