@@ -36,16 +36,10 @@ import common
 import torch
 
 from metaleap import distributed
-from metaleap.leap import Contribution
-from metaleap.metalearners import (
-    Context,
-    Processes,
-    SupervisedMetaStep,
-    TaskStream,
-    make_metalearner,
-)
+from metaleap.metalearners import Context, SupervisedMetaStep, TaskStream, make_metalearner
 from metaleap.models import make_convnet
 from metaleap.seeding import generator
+from metaleap.shared import Contribution, Processes
 
 BATCH, CLASSES = 20, 20
 CONFIGS = {"1 x 1": (1, 1), "2 x 1": (2, 1), "1 x 2": (1, 2)}

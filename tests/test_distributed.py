@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from metaleap import Contribution
 from metaleap.cli import main
-from metaleap.protocols.base import Processes
+from metaleap.shared import Processes
 
 # 3 pretraining tasks over 2 processes (one rank gets one task fewer), every method
 STUDY = ["transfer", "--preset", "tiny", "--no-progress", "--threads", "1", "--timeout", "60",

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from metaleap import methods, protocols, seeding
 from metaleap.cli import main
 from metaleap.metalearners import Context, TaskHandle
-from metaleap.metalearners.base import ThetaHandle, ThetaLearner
+from metaleap.metalearners.theta import ThetaHandle, ThetaLearner
 from metaleap.methods import META_BATCH, MetaOptions
 from metaleap.protocols.base import MethodRun, RunContext, StudyProtocol
 from metaleap.protocols.commands import run_arguments, run_study

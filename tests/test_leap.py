@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -448,14 +447,6 @@ def test_misuse_raises_clear_errors():
         Leap(model, loss_term=False, stabilizer=True)
     with pytest.raises(ValueError, match="metric"):
         Leap(model, metric="area")
-
-
-def test_readme_api_example_runs():
-    """The README's API example is real code: run it."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    code = re.search(r"```python\n(.*?)```", readme, re.S)
-    assert code, "README has no python example"
-    exec(compile(code.group(1), "README.md", "exec"), {})
 
 
 # ---------------------------------------------------------------- state while a task runs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from metaleap.metalearners import (
     TaskStream,
     make_metalearner,
 )
-from metaleap.metalearners.base import with_last
+from metaleap.metalearners.supervised import with_last
 from metaleap.methods import MetaOptions
 from metaleap.models import ConvNet
 from metaleap.protocols.config import field_docs
@@ -560,17 +559,3 @@ def test_handles_refuse_misuse_with_clear_errors() -> None:
     with pytest.raises(RuntimeError, match="does not meta-train"):
         make_metalearner("scratch", model).task(model, None)
     assert reptile.contribution().count("tasks") == 0  # the unfinished task was discarded
-
-
-@pytest.mark.parametrize("name", ["leap", "reptile", "fomaml", "maml"])
-def test_readme_learner_example_runs_for_every_method(name: str) -> None:
-    """The README's per-task example is real code, for every method that takes a model."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    setup, example = re.findall(r"```python\n(.*?)```", readme, re.S)[:2]
-    env: dict[str, Any] = {}
-    torch.manual_seed(0)  # the README's model takes PyTorch's default init (global RNG)
-    exec(compile(setup, "README.md", "exec"), env)
-    env["meta_batch"] = [list(env["sine_task"]()) for _ in range(2)]
-    exec(compile(example.replace('"reptile"', f'"{name}"'), "README.md", "exec"), env)
-    assert env["metrics"]["tasks"] == 2 and env["metrics"]["dropped"] == 0
-    assert all(torch.isfinite(t).all() for t in env["learner"].initialization().values())

@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from metaleap import methods
 from metaleap.cli import main
-from metaleap.metalearners import ONE_PROCESS, SupervisedMetaStep, TaskStream
+from metaleap.metalearners import SupervisedMetaStep, TaskStream
 from metaleap.protocols import evaluation
 from metaleap.protocols.base import RunContext
 from metaleap.protocols.config import ConfigError
@@ -24,6 +24,7 @@ from metaleap.protocols.reporting import write_report
 from metaleap.protocols.trainer import run_study as run_protocol
 from metaleap.protocols.transfer import TransferConfig, TransferStudy, make_split, resolve_config
 from metaleap.runs import OFFSET, RunDir, RunError, load_initialization, read_metrics
+from metaleap.shared import ONE_PROCESS
 from metaleap.tasks.base import Task
 
 METHODS = TransferConfig.supported()

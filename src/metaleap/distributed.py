@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from metaleap.devices import DeviceError, resolve_device
-from metaleap.metalearners.base import ONE_PROCESS, Processes
+from metaleap.shared import ONE_PROCESS, Processes
 
 
 def launched() -> bool:

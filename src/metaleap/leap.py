@@ -23,14 +23,22 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Contribution", "Leap", "LeapTask", "MetaGradStats", "Reduce", "TaskStats",
-           "add_exactly", "add_mean_to_grad", "increment", "single_process"]
+from metaleap.shared import (
+    Contribution,
+    Reduce,
+    add_exactly,
+    add_mean_to_grad,
+    mangle,
+    single_process,
+)
+
+__all__ = ["Leap", "LeapTask", "MetaGradStats", "TaskStats", "increment"]
 
 Metric = Literal["length", "energy"]
 BufferPolicy = Literal["reset", "average"]
@@ -84,73 +92,6 @@ class MetaGradStats:
     mean_path: float
 
 
-@dataclass
-class Contribution:
-    """A meta-batch's local sums: what processes add up before the meta-step is applied.
-
-    Every entry is a tensor (flat or 0-d) that is *summed* across processes: never a mean,
-    so one all-reduce of the concatenated entries gives the global meta-batch. ``sums`` are
-    the method's own: a learner that can drop tasks counts the kept ones in ``"tasks"`` and
-    the discarded ones in ``"dropped"``, beside its entries (Leap: ``"grad"``, Σ over kept
-    tasks of Σ_i increment_i, and ``"path"``). ``buffers``: Σ of the kept tasks' final
-    buffers by the model's name (Leap with ``buffers="average"``). ``losses``: the loss log
-    of every finished task (:class:`metaleap.metalearners.base.LossLog`).
-    """
-
-    sums: dict[str, Tensor]
-    buffers: dict[str, Tensor] = field(default_factory=dict)
-    losses: dict[str, Tensor] = field(default_factory=dict)
-
-    def count(self, key: str) -> int:
-        """A count entry of ``sums`` (``"tasks"``, ``"dropped"``) as an int."""
-        return int(self.sums[key])
-
-    def _entries(self) -> list[Tensor]:
-        return [*self.sums.values(), *self.buffers.values(), *self.losses.values()]
-
-    @property
-    def device(self) -> torch.device:
-        """Where the first entry lives (the device an all-reduce of :meth:`flat` runs on)."""
-        return self._entries()[0].device
-
-    def flat(self, device: torch.device | str) -> Tensor:
-        """Every entry, in order, as one float64 vector on ``device`` (for one all-reduce)."""
-        return torch.cat([v.detach().reshape(-1).to(device, torch.float64)
-                          for v in self._entries()])
-
-    def unflat(self, flat: Tensor) -> Contribution:
-        """A contribution shaped like this one, its values read from :meth:`flat`'s layout."""
-        parts = iter(flat.split([v.numel() for v in self._entries()]))
-
-        def read(group: dict[str, Tensor]) -> dict[str, Tensor]:
-            return {k: next(parts).reshape(v.shape).to(v.device, v.dtype)
-                    for k, v in group.items()}
-
-        return Contribution(read(self.sums), read(self.buffers), read(self.losses))
-
-
-#: Sums a :class:`Contribution` over processes; the identity on one process.
-Reduce = Callable[[Contribution], Contribution]
-
-
-def single_process(contribution: Contribution) -> Contribution:
-    """The reduce step of a single process: the local sums are the global ones."""
-    return contribution
-
-
-@torch.no_grad()
-def add_mean_to_grad(params: list[Tensor], total: Tensor, count: int) -> None:
-    """Add ``total / count`` (flat, in ``params``' order; float64 sums are divided in float64,
-    then rounded once to the parameters' dtype) to each parameter's ``.grad``."""
-    mean = total.div_(count)
-    for p, g in zip(params, mean.split([p.numel() for p in params]), strict=True):
-        g = g.view_as(p).to(p.dtype, copy=True)
-        if p.grad is None:
-            p.grad = g
-        else:
-            p.grad.add_(g)
-
-
 def _like(flat: Tensor, p: Tensor) -> Tensor:
     """``flat`` (``p.numel()`` values) shaped like ``p`` and laid out in memory like it: a
     channels-last ``p`` gets a channels-last view (so copies from it are not strided), any
@@ -160,11 +101,6 @@ def _like(flat: Tensor, p: Tensor) -> Tensor:
         n, c, h, w = p.shape
         return flat.view(n, h, w, c).permute(0, 3, 1, 2)
     return flat.view_as(p)
-
-
-def mangle(name: str) -> str:
-    """A model's dotted parameter name as a module attribute name (``"a.b"`` → ``"a__b"``)."""
-    return name.replace(".", "__")
 
 
 class Leap(nn.Module):
@@ -587,17 +523,6 @@ class Leap(nn.Module):
             if n in self.buffer_names and b.is_floating_point():
                 key = mangle(n)
                 self._buffer_sums[key] = add_exactly(self._buffer_sums.get(key), b.detach())
-
-
-def add_exactly(total: Tensor | None, acc: Tensor) -> Tensor:
-    """``total + acc`` with ``total`` kept in float64: a meta-batch's per-task sums are added
-    where float32 values add without rounding (unless one coordinate's values span more than
-    about 2^(29 − log2 tasks) in magnitude), so
-    the sum, and the all-reduce of such sums, does not depend on how the tasks were ordered
-    or split across processes (docs/experiments.md, "What makes two runs identical")."""
-    if total is None:
-        return acc.to(torch.float64, copy=True)
-    return total.add_(acc)
 
 
 def _python_scalars(like: Tensor) -> bool:

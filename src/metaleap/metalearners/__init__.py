@@ -18,14 +18,11 @@ from torch import nn
 from metaleap import methods
 from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
-    ONE_PROCESS,
     Context,
     MetaBatchTask,
     MetaLearner,
-    Processes,
     TaskHandle,
     TaskRun,
-    TaskStream,
 )
 from metaleap.metalearners.finetune import Finetune
 from metaleap.metalearners.fomaml import FOMAML
@@ -36,10 +33,10 @@ from metaleap.metalearners.progressive import ProgressiveNets
 from metaleap.metalearners.reptile import Reptile
 from metaleap.metalearners.scratch import Scratch
 from metaleap.metalearners.sequential import SequentialLearner, SequentialTask
-from metaleap.metalearners.supervised import SupervisedMetaStep
+from metaleap.metalearners.supervised import SupervisedMetaStep, TaskStream
 
-__all__ = ["FOMAML", "HAT", "MAML", "ONE_PROCESS", "Context", "Finetune", "LeapLearner",
-           "MetaBatchTask", "MetaLearner", "Processes", "ProgressiveNets", "Reptile",
+__all__ = ["FOMAML", "HAT", "MAML", "Context", "Finetune", "LeapLearner",
+           "MetaBatchTask", "MetaLearner", "ProgressiveNets", "Reptile",
            "Scratch", "SequentialLearner", "SequentialTask", "SupervisedMetaStep",
            "TaskHandle", "TaskRun", "TaskStream", "make_metalearner"]
 

@@ -26,31 +26,25 @@ classic supervised meta-step on top.
 from __future__ import annotations
 
 import dataclasses
-import io
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import (
+from metaleap.shared import (
+    ONE_PROCESS,
     Contribution,
+    LossLog,
+    Processes,
     Reduce,
-    add_exactly,
-    add_mean_to_grad,
-    mangle,
     single_process,
 )
-from metaleap.methods import MetaOptions
-
-if TYPE_CHECKING:
-    from metaleap.metalearners.batched import BatchedTasks
 
 T = TypeVar("T")
-Batch = tuple[Tensor, Tensor]
 Exclude = Callable[[str], bool] | Sequence[str]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -73,83 +67,6 @@ class Context:
 
 
 DEFAULT_CONTEXT = Context()
-
-
-def _local_sum(tensor: Tensor) -> Tensor:
-    return tensor
-
-
-@dataclass(frozen=True)
-class Processes:
-    """This process's place among the processes that share a study (1 of 1 by default).
-
-    ``all_sum`` sums a tensor over every process and returns the result on each (the
-    all-reduce of :mod:`metaleap.distributed`); with one process it returns its input.
-    """
-
-    rank: int = 0
-    world: int = 1
-    all_sum: Callable[[Tensor], Tensor] = _local_sum
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: the process that writes."""
-        return self.rank == 0
-
-    def share(self, items: Sequence[T]) -> list[T]:
-        """This process's contiguous block of a list that every process holds; the first
-        ``len % world`` processes take one item more. Contiguous blocks keep the order of the
-        sums: the all-reduce then adds whole partial sums of consecutive tasks."""
-        size, extra = divmod(len(items), self.world)
-        start = self.rank * size + min(self.rank, extra)
-        return list(items[start:start + size + (self.rank < extra)])
-
-    def barrier(self) -> None:
-        """Wait until every process gets here."""
-        if self.world > 1:
-            self.all_sum(torch.zeros(1))
-
-    def reduce(self, contribution: Contribution) -> Contribution:
-        """A meta-learner's contribution summed over processes, in one all-reduce."""
-        if self.world == 1:
-            return contribution
-        return contribution.unflat(self.all_sum(contribution.flat(contribution.device)))
-
-    def all_gather(self, value: Any) -> list[Any]:
-        """Every process's ``value`` (plain tensors and data, as a checkpoint holds), in rank
-        order: each writes its ``torch.save`` bytes into its row of a zero table that is
-        all-reduced (after one all-reduce of the sizes), so every process receives them
-        exactly; they are read back with the weights-only loader, never as arbitrary
-        objects."""
-        if self.world == 1:
-            return [value]
-        buffer = io.BytesIO()
-        torch.save(value, buffer)
-        data = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
-        sizes = torch.zeros(self.world, dtype=torch.int64)
-        sizes[self.rank] = len(data)
-        sizes = self.all_sum(sizes)
-        table = torch.zeros(self.world, int(sizes.max()), dtype=torch.int32)
-        table[self.rank, :len(data)] = data
-        table = self.all_sum(table)
-        return [torch.load(io.BytesIO(table[r, :int(n)].to(torch.uint8).numpy().tobytes()),
-                           weights_only=True) for r, n in enumerate(sizes.tolist())]
-
-
-ONE_PROCESS = Processes()
-
-
-@dataclass(frozen=True)
-class TaskStream:
-    """One task of a meta-batch for the supervised helper.
-
-    ``batches`` yields ``steps + 1`` batches: one per inner step, then one more that gives
-    f(θ^K) (Leap's last segment) or the query loss (FOMAML, MAML). ``index`` identifies the
-    pretraining task (finetuning's head).
-    """
-
-    index: int
-    batches: Iterator[Batch]
 
 
 class TaskHandle:
@@ -214,15 +131,6 @@ class TaskHandle:
 
     def load_progress_state(self, state: dict[str, Tensor | None]) -> None:
         self.first, self.last = state["first"], state["last"]
-
-
-class ThetaHandle(TaskHandle):
-    """A task of a :class:`ThetaLearner`: ``params`` are the model's θ⁰ parameters."""
-
-    def __init__(self, learner: MetaLearner, model: nn.Module,
-                 optimizer: torch.optim.Optimizer, params: list[Tensor]) -> None:
-        super().__init__(learner, model, optimizer, model)
-        self.params = params
 
 
 class TaskRun(Protocol):
@@ -343,7 +251,7 @@ class MetaLearner(nn.Module, ABC):
 
     def batched(self, count: int) -> BatchedTasks | None:
         """A handle for ``count`` tasks trained from θ⁰ as one computation (stacked
-        parameters; :mod:`metaleap.metalearners.batched`), or ``None`` when the method has no
+        parameters; :class:`BatchedTasks`), or ``None`` when the method has no
         batched form and its tasks train one after another."""
         return None
 
@@ -368,215 +276,6 @@ class MetaLearner(nn.Module, ABC):
         self.meta_optimizer.zero_grad(set_to_none=True)
 
 
-# ------------------------------------------------------------------------ shared helpers
-def excluder(model: nn.Module, exclude: Exclude) -> Callable[[str], bool]:
-    """``exclude`` (parameter names or a predicate on the name) as a predicate, names checked."""
-    if callable(exclude):
-        return exclude
-    names = frozenset(exclude)
-    unknown = names - {n for n, _ in model.named_parameters()}
-    if unknown:
-        raise ValueError(f"exclude names parameters the model lacks: {sorted(unknown)}")
-    return names.__contains__
-
-
-class NamedTensors(nn.Module):
-    """Tensors kept under a model's dotted names, as this module's parameters or buffers.
-
-    Dots become ``"__"`` in the attribute names (as in :class:`metaleap.Leap`); :meth:`items`
-    gives the model's names back, :meth:`load_into` copies the values into a model.
-    """
-
-    def __init__(self, tensors: dict[str, Tensor], parameters: bool) -> None:
-        super().__init__()
-        self.names = list(tensors)
-        for n, t in tensors.items():
-            value = t.detach().clone()
-            if parameters:
-                self.register_parameter(mangle(n), nn.Parameter(value))
-            else:
-                self.register_buffer(mangle(n), value)
-
-    def items(self) -> list[tuple[str, Tensor]]:
-        return [(n, getattr(self, mangle(n))) for n in self.names]
-
-    def values(self) -> list[Tensor]:
-        return [getattr(self, mangle(n)) for n in self.names]
-
-    @torch.no_grad()
-    def load_into(self, model: nn.Module) -> None:
-        """Copy every tensor into the model's parameter or buffer of the same name."""
-        if not self.names:
-            return
-        state = dict(model.named_parameters())
-        state.update(model.named_buffers())
-        missing = [n for n in self.names if n not in state]
-        if missing:
-            raise ValueError(f"the model lacks {missing}: it does not match this learner")
-        torch._foreach_copy_([state[n] for n in self.names], self.values())
-
-
-def make_meta_optimizer(params: Iterable[Tensor], name: str, lr: float,
-                        **kwargs: Any) -> torch.optim.Optimizer:
-    """The meta-optimizer over θ⁰: ``"sgd"`` (the paper's Omniglot choice) or ``"adam"``."""
-    kinds: dict[str, type[torch.optim.Optimizer]] = {"sgd": torch.optim.SGD,
-                                                     "adam": torch.optim.Adam}
-    if name not in kinds:
-        raise ValueError(f"meta_optimizer must be one of {sorted(kinds)}, got {name!r}")
-    return kinds[name](params, lr=lr, **kwargs)
-
-
-def with_last(batches: Iterable[Batch]) -> Iterator[tuple[Batch, bool]]:
-    """Yield ``(batch, is_last)``: the inner-step batches, then the extra batch flagged True.
-
-    Lazy (one batch of look-ahead), so a long task never sits in memory at once. A task needs
-    at least one inner step and the extra batch.
-    """
-    it = iter(batches)
-    prev = next(it, None)
-    count = 0
-    for batch in it:
-        yield prev, False  # type: ignore[misc]
-        prev, count = batch, count + 1
-    if prev is None or count == 0:
-        raise ValueError("a TaskStream must yield at least 2 batches (K ≥ 1 steps + 1 extra)")
-    yield prev, True
-
-
-class LossLog:
-    """Per-task losses summed as tensors (no host sync per step), read once per meta-step.
-
-    ``first``: f(θ⁰) on the first batch; ``last``: the last inner step's loss f(θ^{K−1});
-    ``final``: the loss after adaptation, f(θ^K).
-    """
-
-    KEYS = ("loss_first", "loss_last", "loss_final")
-
-    def __init__(self) -> None:
-        self.totals: dict[str, Tensor] = {}
-        self.tasks = 0
-
-    def add(self, first: Tensor, last: Tensor, final: Tensor) -> None:
-        for key, value in zip(self.KEYS, (first, last, final), strict=True):
-            value = value.detach().float()
-            self.totals[key] = value if key not in self.totals else self.totals[key] + value
-        self.tasks += 1
-
-    def sums(self) -> dict[str, Tensor]:
-        """The sums, :attr:`Contribution.losses` (``"finished"``: tasks, dropped or not)."""
-        zero = torch.zeros(())
-        return {"finished": torch.tensor(self.tasks),
-                **{k: self.totals.get(k, zero) for k in self.KEYS}}
-
-    def state(self) -> dict[str, Any]:
-        return {"totals": dict(self.totals), "tasks": self.tasks}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.totals, self.tasks = dict(state["totals"]), int(state["tasks"])
-
-    @classmethod
-    def metrics(cls, contribution: Contribution) -> dict[str, float]:
-        """Mean losses over the finished tasks, and their number."""
-        tasks = int(contribution.losses["finished"])
-        if not tasks:
-            return {"tasks": 0.0}
-        first, last, final = (torch.stack([contribution.losses[k] for k in cls.KEYS]) / tasks
-                              ).tolist()
-        return {"loss_first": first, "loss_last": last, "loss_final": final,
-                "tasks": float(tasks)}
-
-
-class FlatMean:
-    """Per-task meta-gradients summed into one flat buffer, non-finite tasks dropped.
-
-    :meth:`add` folds one task's contribution (a list shaped like ``params``; ``None``
-    entries count as zero); :meth:`sums` gives the :class:`Contribution` entries and starts
-    over; :meth:`write` sets the mean of (reduced) sums as ``.grad`` of ``params``.
-    """
-
-    def __init__(self, params: Sequence[Tensor]) -> None:
-        self.params = list(params)
-        self.total: Tensor | None = None
-        self.kept = self.dropped = 0
-
-    @torch.no_grad()
-    def add(self, grads: Sequence[Tensor | None]) -> bool:
-        flat = torch.cat([(torch.zeros_like(p) if g is None else g.detach()).reshape(-1)
-                          for p, g in zip(self.params, grads, strict=True)])
-        if not bool(torch.isfinite(flat).all()):
-            self.dropped += 1
-            return False
-        self.total = add_exactly(self.total, flat)
-        self.kept += 1
-        return True
-
-    def sums(self) -> dict[str, Tensor]:
-        first = self.params[0]
-        total = self.total if self.total is not None else torch.zeros(
-            sum(p.numel() for p in self.params), dtype=torch.float64, device=first.device)
-        out = {"grad": total, "tasks": torch.tensor(self.kept),
-               "dropped": torch.tensor(self.dropped)}
-        self.total, self.kept, self.dropped = None, 0, 0
-        return out
-
-    def write(self, contribution: Contribution) -> None:
-        kept = contribution.count("tasks")
-        if kept:
-            add_mean_to_grad(self.params, contribution.sums["grad"], kept)
-
-
-class ThetaLearner(MetaLearner):
-    """A learner holding θ⁰ itself and stepping it with a meta-optimizer (Reptile, FOMAML, MAML).
-
-    θ⁰ is ``self.theta`` (parameters under the model's names: the trainable ones that
-    ``context.exclude`` leaves in); ``self.init_buffers`` are the buffers each task starts
-    with (the "reset" policy). Subclasses give the per-task handle.
-    """
-
-    def __init__(self, model: nn.Module, options: MetaOptions | None = None,
-                 context: Context = DEFAULT_CONTEXT) -> None:
-        super().__init__()
-        self.options = options = options or MetaOptions()
-        excluded = excluder(model, context.exclude)
-        params = dict(model.named_parameters())
-        self.theta = NamedTensors({n: p for n, p in params.items()
-                                   if p.requires_grad and not excluded(n)}, parameters=True)
-        self.init_buffers = NamedTensors(dict(model.named_buffers()), parameters=False)
-        self.meta_optimizer = make_meta_optimizer(self.theta.parameters(),
-                                                  options.meta_optimizer, options.meta_lr)
-        self.mean = FlatMean(self.theta.values())
-
-    #: The per-task handle: ``Handle(learner, model, optimizer, θ⁰ parameters of model)``.
-    Handle: ClassVar[type[ThetaHandle]]
-
-    def begin(self, model: nn.Module) -> list[Tensor]:
-        """Load θ⁰ and the initial buffers into ``model``; its θ⁰ parameters, in θ⁰'s order."""
-        self.theta.load_into(model)
-        self.init_buffers.load_into(model)
-        params = dict(model.named_parameters())
-        return [params[n] for n in self.theta.names]
-
-    @contextmanager
-    def task(self, model: nn.Module | None, optimizer: torch.optim.Optimizer | None, *,
-             index: int = 0) -> Iterator[TaskHandle]:
-        if model is None or optimizer is None:
-            raise ValueError(f"{type(self).__name__} needs the task's model and its inner "
-                             "optimizer")
-        with running(self.Handle(self, model, optimizer, self.begin(model))) as handle:
-            yield handle
-
-    def _contribution(self) -> Contribution:
-        return Contribution(self.mean.sums())
-
-    def _apply(self, contribution: Contribution) -> dict[str, float]:
-        self.mean.write(contribution)
-        self.step_meta_optimizer()
-        return {"dropped": float(contribution.count("dropped"))}
-
-    def initialization(self) -> dict[str, Tensor]:
-        out = {n: t.detach() for n, t in self.theta.items()}
-        out.update(self.init_buffers.items())
-        return out
 
 
 @contextmanager
@@ -586,3 +285,71 @@ def running(handle: TaskHandle) -> Iterator[TaskHandle]:
     if not handle.finished:
         raise RuntimeError(f"a {type(handle.learner).__name__} task ended without finish: "
                            "it was discarded")
+
+
+Stacked = dict[str, Tensor]
+"""Per-task tensors under the model's names, stacked along a leading task dimension."""
+
+
+class BatchedTasks:
+    """T tasks of ``learner`` trained as one computation; ``names`` are θ⁰'s parameters, in
+    its order.
+
+    A caller that trains the T tasks of a meta-batch together keeps their parameters stacked
+    (:data:`Stacked`: row t is task t's θ^i), asks the learner for :meth:`MetaLearner.batched`
+    (``None`` when the method has no batched form: MAML, whose inner steps are functional,
+    and finetuning, whose tasks share one network) and drives the handle as the sequential
+    loop drives a task's::
+
+        handle = learner.batched(T)                  # every task starts from θ⁰
+        for i in range(K):                           # the T tasks take their step i together
+            handle.observe(params, grads, losses)    # θ^i, ∇f(θ^i), f(θ^i): before the step
+            ...                                      # the inner SGD step of every task
+        handle.finish(params, final_losses, query_grads, buffers)   # θ^K, f(θ^K)
+        learner.meta_update(reduce)                  # as after T sequential tasks
+
+    ``finish`` folds the tasks into the learner in task order, with the per-task math of the
+    method's sequential handle (each method's subclass lives beside it), so a batched
+    meta-step equals a sequential one up to float rounding. The base class keeps the loss
+    log (f(θ⁰), f(θ^{K−1}) and f(θ^K) of every task); a method adds its contribution in
+    :meth:`_finish`. Nothing here knows about models or data.
+    """
+
+    #: Whether :meth:`finish` needs ∇f(θ^K) of every task's query loss (FOMAML).
+    query_grad = False
+
+    def __init__(self, learner: MetaLearner, names: Sequence[str], count: int) -> None:
+        self.learner, self.names, self.count = learner, list(names), count
+        self.first: Tensor | None = None
+        self.last: Tensor | None = None
+        self.steps = 0
+
+    def observe(self, params: Stacked, grads: Stacked, losses: Tensor) -> None:
+        """Step i of every task: θ^i (``params``), ∇f(θ^i) (``grads``) and f(θ^i) (``losses``,
+        shape (T,)), read just before the inner optimizer steps."""
+        losses = losses.detach()
+        self.first = losses if self.first is None else self.first
+        self.last = losses
+        self.steps += 1
+
+    def finish(self, params: Stacked, final_losses: Tensor, query_grads: Stacked | None,
+               buffers: Stacked) -> None:
+        """Close every task at θ^K with f(θ^K) (``final_losses``); ``query_grads`` is
+        ∇f(θ^K) of those losses when the method asks for it (:attr:`query_grad`), ``buffers``
+        the tasks' final buffers. Folds the tasks into the learner in task order."""
+        if self.first is None or self.last is None:
+            raise RuntimeError(f"{type(self.learner).__name__}: finish() before any step was "
+                               "observed")
+        final_losses = final_losses.detach()
+        with torch.no_grad():
+            self._finish(params, final_losses, query_grads, buffers)
+        for t in range(self.count):
+            self.learner._losses.add(self.first[t], self.last[t], final_losses[t])
+
+    def _finish(self, params: Stacked, final_losses: Tensor, query_grads: Stacked | None,
+                buffers: Stacked) -> None:
+        """The method's contribution of the T tasks."""
+
+    def flat(self, tensors: Stacked) -> Tensor:
+        """θ⁰'s entries of ``tensors`` as one (T, |θ⁰|) matrix, in θ⁰'s order (a copy)."""
+        return torch.cat([tensors[n].detach().reshape(self.count, -1) for n in self.names], 1)

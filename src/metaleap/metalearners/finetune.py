@@ -22,14 +22,11 @@ from typing import TypeVar
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import Contribution
 from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
-    ONE_PROCESS,
     Context,
     MetaBatchTask,
     MetaLearner,
-    Processes,
     TaskHandle,
     TaskRun,
     running,
@@ -37,6 +34,7 @@ from metaleap.metalearners.base import (
 from metaleap.methods import FinetuneOptions
 from metaleap.models import MultiHeadNet
 from metaleap.seeding import generator
+from metaleap.shared import ONE_PROCESS, Contribution, Processes
 
 T = TypeVar("T")
 

@@ -7,11 +7,14 @@ identity. The meta-batch mean is stepped by the meta-optimizer (docs/experiments
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from metaleap.metalearners.base import ThetaHandle, ThetaLearner
-from metaleap.metalearners.batched import BatchedTasks, QueryGradients
+from metaleap.metalearners.base import BatchedTasks, MetaLearner, Stacked
+from metaleap.metalearners.theta import ThetaHandle, ThetaLearner
+from metaleap.shared import FlatMean
 
 
 class _FOMAMLHandle(ThetaHandle):
@@ -31,3 +34,21 @@ class FOMAML(ThetaLearner):
 
     def batched(self, count: int) -> BatchedTasks:
         return QueryGradients(self, self.theta.names, self.mean, count)
+
+
+class QueryGradients(BatchedTasks):
+    """FOMAML's ∇f(θ^K) of each task's query loss, folded into the mean in task order."""
+
+    query_grad = True
+
+    def __init__(self, learner: MetaLearner, names: Sequence[str], mean: FlatMean,
+                 count: int) -> None:
+        super().__init__(learner, names, count)
+        self.mean = mean
+
+    def _finish(self, params: Stacked, final_losses: Tensor, query_grads: Stacked | None,
+                buffers: Stacked) -> None:
+        if query_grads is None:
+            raise ValueError("FOMAML needs the query gradients ∇f(θ^K) of the final losses")
+        for t in range(self.count):
+            self.mean.add([query_grads[n][t] for n in self.names])

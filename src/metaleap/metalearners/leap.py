@@ -15,18 +15,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import Contribution, Leap, LeapTask
+from metaleap.leap import Leap, LeapTask, increment
 from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
+    BatchedTasks,
     Context,
     MetaLearner,
+    Stacked,
     TaskHandle,
-    excluder,
-    make_meta_optimizer,
     running,
 )
-from metaleap.metalearners.batched import BatchedTasks, LeapPaths
+from metaleap.metalearners.theta import excluder, make_meta_optimizer
 from metaleap.methods import LeapOptions
+from metaleap.shared import Contribution
 
 
 class _LeapHandle(TaskHandle):
@@ -98,3 +99,54 @@ class LeapLearner(MetaLearner):
 
     def initialization(self) -> dict[str, Tensor]:
         return self.leap.initialization()
+
+
+class LeapPaths(BatchedTasks):
+    """Leap's pull-forward increments for T tasks at once (docs/leap.md), rows of (T, |θ⁰|).
+
+    Each segment adds :func:`metaleap.leap.increment` of every row (the formula
+    :meth:`metaleap.Leap.observe` computes task by task) to the task's row of the
+    accumulator, and its d_p term to the task's path. ``finish`` closes segment K with f(θ^K)
+    and folds each row into the core with :meth:`metaleap.Leap.fold` (its non-finite check
+    and buffer policy), in task order.
+    """
+
+    def __init__(self, learner: MetaLearner, leap: Leap, count: int) -> None:
+        super().__init__(learner, leap.names, count)
+        self.leap = leap
+        empty = torch.empty(0)
+        #: θ^i and g_i of every task (T, |θ⁰|), f_i (T,): the point the next segment leaves
+        self.prev, self.grad, self.loss = empty, empty, empty
+        #: Σ_i increment_i (T, |θ⁰|), the paths d_p (T,), whether every loss was finite (T,)
+        self.acc, self.path, self.finite = empty, empty, empty
+
+    def observe(self, params: Stacked, grads: Stacked, losses: Tensor) -> None:
+        theta = self.flat(params)
+        losses = losses.detach().to(theta.dtype)
+        if self.steps:
+            self._segment(theta, losses)
+        else:
+            self.acc = torch.zeros_like(theta)
+            self.path = torch.zeros(self.count, dtype=theta.dtype, device=theta.device)
+            self.finite = torch.ones(self.count, dtype=torch.bool, device=theta.device)
+        self.prev, self.grad, self.loss = theta, self.flat(grads), losses
+        self.finite &= torch.isfinite(losses)
+        super().observe(params, grads, losses)
+
+    @torch.no_grad()
+    def _segment(self, theta: Tensor, losses: Tensor) -> None:
+        """Add increment_i of every task (:func:`metaleap.leap.increment`, row by row) for the
+        segment from the stored point to ``theta``."""
+        leap = self.leap
+        self.finite &= torch.isfinite(losses)
+        step, term = increment(theta - self.prev, losses - self.loss if leap.loss_term else None,
+                               self.grad, leap.metric, leap.stabilizer)
+        self.acc.add_(step)
+        self.path += term
+
+    def _finish(self, params: Stacked, final_losses: Tensor, query_grads: Stacked | None,
+                buffers: Stacked) -> None:
+        self._segment(self.flat(params), final_losses.to(self.acc.dtype))
+        for t in range(self.count):
+            self.leap.fold(self.acc[t], self.path[t], self.finite[t], self.steps,
+                           {n: b[t] for n, b in buffers.items()})

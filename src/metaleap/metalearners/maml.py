@@ -17,7 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metaleap.metalearners.base import TaskHandle, ThetaLearner, running
+from metaleap.metalearners.base import TaskHandle, running
+from metaleap.metalearners.theta import ThetaLearner
 
 
 class _MAMLHandle(TaskHandle):

@@ -8,11 +8,14 @@ gives the ``loss_final`` metric.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
-from metaleap.metalearners.base import ThetaHandle, ThetaLearner
-from metaleap.metalearners.batched import BatchedTasks, ReptileDeltas
+from metaleap.metalearners.base import BatchedTasks, MetaLearner, Stacked
+from metaleap.metalearners.theta import ThetaHandle, ThetaLearner
+from metaleap.shared import FlatMean
 
 
 class _ReptileHandle(ThetaHandle):
@@ -29,3 +32,18 @@ class Reptile(ThetaLearner):
 
     def batched(self, count: int) -> BatchedTasks:
         return ReptileDeltas(self, self.theta.values(), self.theta.names, self.mean, count)
+
+
+class ReptileDeltas(BatchedTasks):
+    """Reptile's θ⁰ − θ^K for each task, folded into the learner's mean in task order."""
+
+    def __init__(self, learner: MetaLearner, theta: Sequence[Tensor], names: Sequence[str],
+                 mean: FlatMean, count: int) -> None:
+        super().__init__(learner, names, count)
+        self.theta, self.mean = list(theta), mean
+
+    def _finish(self, params: Stacked, final_losses: Tensor, query_grads: Stacked | None,
+                buffers: Stacked) -> None:
+        for t in range(self.count):
+            self.mean.add([init - params[n][t] for n, init in zip(self.names, self.theta,
+                                                                  strict=True)])

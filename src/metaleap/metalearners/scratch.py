@@ -8,20 +8,17 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from metaleap.leap import Contribution
 from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
-    ONE_PROCESS,
     Context,
     MetaBatchTask,
     MetaLearner,
-    NamedTensors,
-    Processes,
     TaskHandle,
     TaskRun,
-    excluder,
 )
+from metaleap.metalearners.theta import NamedTensors, excluder
 from metaleap.methods import NoOptions
+from metaleap.shared import ONE_PROCESS, Contribution, Processes
 
 
 class Scratch(MetaLearner):

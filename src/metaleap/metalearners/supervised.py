@@ -10,22 +10,48 @@ reduced across processes and applied.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaleap.metalearners.base import (
-    ONE_PROCESS,
-    LossFn,
-    MetaLearner,
-    NamedTensors,
-    Processes,
-    TaskHandle,
-    TaskStream,
-    with_last,
-)
+from metaleap.metalearners.base import LossFn, MetaLearner, TaskHandle
+from metaleap.metalearners.theta import NamedTensors
+from metaleap.shared import ONE_PROCESS, Processes
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class TaskStream:
+    """One task of a meta-batch for the supervised helper.
+
+    ``batches`` yields ``steps + 1`` batches: one per inner step, then one more that gives
+    f(θ^K) (Leap's last segment) or the query loss (FOMAML, MAML). ``index`` identifies the
+    pretraining task (finetuning's head).
+    """
+
+    index: int
+    batches: Iterator[Batch]
+
+
+def with_last(batches: Iterable[Batch]) -> Iterator[tuple[Batch, bool]]:
+    """Yield ``(batch, is_last)``: the inner-step batches, then the extra batch flagged True.
+
+    Lazy (one batch of look-ahead), so a long task never sits in memory at once. A task needs
+    at least one inner step and the extra batch.
+    """
+    it = iter(batches)
+    prev = next(it, None)
+    count = 0
+    for batch in it:
+        yield prev, False  # type: ignore[misc]
+        prev, count = batch, count + 1
+    if prev is None or count == 0:
+        raise ValueError("a TaskStream must yield at least 2 batches (K ≥ 1 steps + 1 extra)")
+    yield prev, True
 
 
 class SupervisedMetaStep:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from metaleap import seeding
-from metaleap.metalearners.base import ONE_PROCESS, Processes
+from metaleap.shared import ONE_PROCESS, Processes
 from metaleap.tasks.base import Task
 from metaleap.tasks.errors import DataError
 

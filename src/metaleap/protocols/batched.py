@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaleap.choices import TASK_BATCHING
-from metaleap.metalearners import ONE_PROCESS, MetaLearner, Processes, TaskStream
-from metaleap.metalearners.base import Batch, with_last
+from metaleap.metalearners import MetaLearner, TaskStream
+from metaleap.metalearners.supervised import Batch, with_last
 from metaleap.protocols.evaluation import Curve, error_rate
+from metaleap.shared import ONE_PROCESS, Processes
 from metaleap.stacked import StackedNet, stackable
 from metaleap.tasks.base import Augment, Task, batches
 

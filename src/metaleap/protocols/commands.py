@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-    from metaleap.metalearners import Processes
     from metaleap.protocols.base import StudyProtocol
+    from metaleap.shared import Processes
 
 
 class Presets:

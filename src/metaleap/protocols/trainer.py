@@ -25,7 +25,6 @@ from tqdm.auto import tqdm
 
 from metaleap import methods
 from metaleap.devices import thread_warning
-from metaleap.metalearners.base import ONE_PROCESS, Processes
 from metaleap.protocols.base import (
     CheckpointError,
     DivergedError,
@@ -34,6 +33,7 @@ from metaleap.protocols.base import (
     Store,
     StudyProtocol,
 )
+from metaleap.shared import ONE_PROCESS, Processes
 
 
 def train(run: MethodRun, store: Store, progress: bool = True) -> dict[str, Any]:

@@ -45,14 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaleap import methods, seeding
-from metaleap.metalearners import (
-    ONE_PROCESS,
-    Context,
-    MetaLearner,
-    Processes,
-    SequentialLearner,
-    TaskHandle,
-)
+from metaleap.metalearners import Context, MetaLearner, SequentialLearner, TaskHandle
 from metaleap.models import ConvNet, init_linear, make_convnet, outside_encoder
 from metaleap.protocols.base import (
     MethodRun,
@@ -70,6 +63,7 @@ from metaleap.protocols.multicv.training import (
     Trainee,
     batches_per_epoch,
 )
+from metaleap.shared import ONE_PROCESS, Processes
 from metaleap.tasks.base import Task
 from metaleap.tasks.errors import MissingDependencyError
 from metaleap.tasks.multicv import LabeledImages, MultiCV

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from metaleap import methods, seeding
-from metaleap.metalearners import ONE_PROCESS, Context, MetaLearner, Processes
+from metaleap.metalearners import Context, MetaLearner
 from metaleap.models import ActorCritic, outside_encoder
 from metaleap.protocols.base import (
     CheckpointError,
@@ -48,6 +48,7 @@ from metaleap.protocols.base import (
 from metaleap.protocols.config import ConfigError
 from metaleap.protocols.rl.a2c import Episodes, a2c_segment, random_return
 from metaleap.protocols.rl.config import RLConfig
+from metaleap.shared import ONE_PROCESS, Processes
 from metaleap.tasks.games import identity, open_games
 
 

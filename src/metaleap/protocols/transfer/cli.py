@@ -21,8 +21,8 @@ from metaleap.protocols.commands import (
 )
 
 if TYPE_CHECKING:
-    from metaleap.metalearners import Processes
     from metaleap.protocols.transfer.config import TransferConfig
+    from metaleap.shared import Processes
     from metaleap.tasks import TaskSet
 
 

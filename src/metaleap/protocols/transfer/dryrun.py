@@ -7,10 +7,10 @@ import functools
 import statistics
 
 from metaleap import methods
-from metaleap.metalearners import ONE_PROCESS, Processes
 from metaleap.protocols.base import RunContext
 from metaleap.protocols.dryrun import Budget, Phase, share, timed
 from metaleap.protocols.transfer.study import TransferRun, TransferStudy
+from metaleap.shared import ONE_PROCESS, Processes
 
 
 def transfer_budget(study: TransferStudy, steps: int = 4, repeats: int = 3) -> Budget:

@@ -26,14 +26,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from metaleap import methods, seeding
-from metaleap.metalearners import (
-    ONE_PROCESS,
-    Context,
-    MetaLearner,
-    Processes,
-    SupervisedMetaStep,
-    TaskStream,
-)
+from metaleap.metalearners import Context, MetaLearner, SupervisedMetaStep, TaskStream
 from metaleap.models import make_convnet
 from metaleap.protocols import batched
 from metaleap.protocols.base import (
@@ -48,6 +41,7 @@ from metaleap.protocols.config import ConfigError
 from metaleap.protocols.evaluation import Curve, train_task
 from metaleap.protocols.transfer.config import TransferConfig
 from metaleap.protocols.transfer.summary import METRICS
+from metaleap.shared import ONE_PROCESS, Processes
 from metaleap.stacked import stackable
 from metaleap.tasks import DataError, TaskSet, open_taskset
 from metaleap.tasks.augment import RandomAffine
