@@ -89,6 +89,10 @@ def test_train_task_records_theta_0_to_theta_k_and_the_test_error_at_theta_k(ste
     test_error = (test_logits.argmax(1) != task.test_y).double().mean().item()
 
     assert len(curve.train_loss) == len(curve.train_error) == steps + 1
+    # float32 training of a linear softmax model against this float64 replay: no max-pool or
+    # BatchNorm to amplify rounding, sums of at most a few hundred terms (≤ 1e-5 relative at
+    # worst, 2⁻²⁴·√n typically), over a few smooth SGD steps: rel 1e-5 bounds it, while a
+    # wrong step or curve entry is off by O(1).
     assert curve.train_loss == pytest.approx(losses, rel=1e-5)
     assert curve.train_error == pytest.approx(errors, abs=1e-7)  # float32 means
     assert curve.test_error == test_error

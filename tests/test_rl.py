@@ -161,6 +161,9 @@ def test_leap_meta_gradient_in_the_a2c_loop_matches_the_reference():
         expected -= (thetas[i + 1] - thetas[i]) + df * grads[i]
     got = learner.contribution().sums["grad"].double()
     assert len(grads) == 6
+    # The same recorded float32 trajectory on both sides (no retraining to amplify rounding):
+    # Leap's float32 accumulation of 6 increments rounds at a relative few 1e-7; rtol 1e-5
+    # leaves a margin of ten, while a wrong sign or term is off by O(1).
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
