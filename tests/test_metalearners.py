@@ -160,7 +160,7 @@ def test_make_metalearner_checks_names_and_options() -> None:
     for name, options, message in [
             ("fomaml", {"meta_optimizer": "rmsprop"}, "meta_optimizer"),
             ("leap", {"meta_lr": float("nan")}, "meta_lr must be a positive"),
-            ("leap", {"loss_term": False}, "stabilizer=true needs loss_term"),
+            ("leap", {"loss_term": False}, "stabilizer needs loss_term"),
             ("leap", {"metric": "area"}, "metric"),
             ("finetune", {"momentum": 1.5}, "momentum")]:
         with pytest.raises(ValueError, match=message):
@@ -178,6 +178,19 @@ def test_every_method_is_registered_with_label_color_and_documented_options() ->
         fields = {f.name for f in dataclasses.fields(method.options)}
         docs = field_docs(method.options)
         assert fields <= set(docs) and all(docs[f] for f in fields), name
+
+
+def test_each_method_declares_the_batched_form_it_has() -> None:
+    """``batched_form`` (what the protocols read) says whether ``batched`` gives a handle:
+    Leap, Reptile and FOMAML do; MAML, finetuning and no pretraining do not."""
+    declared = {}
+    for name, method in methods.METHODS.items():
+        if method.kind != methods.META_BATCH:
+            continue
+        learner = make_metalearner(name, ConvNet(num_classes=5))
+        declared[name] = learner.batched_form
+        assert (learner.batched(2) is not None) == learner.batched_form, name
+    assert [n for n, has in declared.items() if has] == ["leap", "reptile", "fomaml"]
 
 
 def test_a_task_needs_a_step_and_the_extra_batch() -> None:

@@ -106,7 +106,7 @@ def test_presets_and_overrides_resolve():
     ("inner_lr=nan", "leap: inner_lr must be a positive number, got nan"),
     ("leap.meta_lr=0", "leap: meta_lr must be a positive number"),
     ("leap.metric=area", "leap: metric must be 'length' or 'energy'"),
-    ("leap.loss_term=false", "leap: stabilizer=true needs loss_term=true"),
+    ("leap.loss_term=false", "leap: stabilizer needs loss_term"),
     ("ways=1", "ways must be at least 2"), ("methods=leap,leap", "must not repeat"),
     ("checkpoint_every=0", "checkpoint_every must be at least 1")])
 def test_bad_overrides_are_named(override, message):

@@ -21,3 +21,18 @@ TASK_BATCHING = ("auto", "on", "off")
 #: :data:`metaleap.tasks.multicv.DATASETS`, whose keys are these, in this order).
 MULTICV_DATASETS = ("fashion_mnist", "mnist", "animal_mnist", "digits", "hiragana",
                     "glyphs_latin", "glyphs_greek")
+#: Leap's path metric (:class:`metaleap.Leap`): the length (p = 1) or the energy (p = 2).
+LEAP_METRICS = ("length", "energy")
+#: Leap's policy for BatchNorm statistics: reset to θ⁰'s at each task, or averaged.
+LEAP_BUFFERS = ("reset", "average")
+
+
+def check_leap_options(metric: str, loss_term: bool, stabilizer: bool, buffers: str) -> None:
+    """Raise ``ValueError`` naming the first impossible combination of Leap's options: the one
+    check that :class:`metaleap.Leap` and its registry options both run."""
+    if metric not in LEAP_METRICS:
+        raise ValueError(f"metric must be 'length' or 'energy', got {metric!r}")
+    if buffers not in LEAP_BUFFERS:
+        raise ValueError(f"buffers must be 'reset' or 'average', got {buffers!r}")
+    if stabilizer and not loss_term:
+        raise ValueError("stabilizer needs loss_term (it acts on the loss term)")

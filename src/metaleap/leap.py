@@ -21,7 +21,7 @@ buffers, no autograd graph, no wait on an accelerator.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -29,11 +29,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from metaleap.choices import check_leap_options
 from metaleap.shared import (
     Contribution,
+    Exclude,
     Reduce,
     add_exactly,
     add_mean_to_grad,
+    excluder,
     mangle,
     single_process,
 )
@@ -140,26 +143,16 @@ class Leap(nn.Module):
     """
 
     def __init__(self, model: nn.Module, metric: Metric = "length", loss_term: bool = True,
-                 stabilizer: bool = True,
-                 exclude: Callable[[str], bool] | list[str] | tuple[str, ...] = (),
+                 stabilizer: bool = True, exclude: Exclude = (),
                  buffers: BufferPolicy = "reset") -> None:
         super().__init__()
-        if metric not in ("length", "energy"):
-            raise ValueError(f"metric must be 'length' or 'energy', got {metric!r}")
-        if buffers not in ("reset", "average"):
-            raise ValueError(f"buffers must be 'reset' or 'average', got {buffers!r}")
-        if stabilizer and not loss_term:
-            raise ValueError("stabilizer=True needs loss_term=True (it acts on the loss term)")
-        excluded = exclude if callable(exclude) else frozenset(exclude).__contains__
+        check_leap_options(metric, loss_term, stabilizer, buffers)
+        excluded = excluder(model, exclude)
         self.metric, self.loss_term, self.stabilizer, self.buffer_policy = (
             metric, loss_term, stabilizer, buffers)
         self.names = [n for n, p in model.named_parameters() if p.requires_grad and not excluded(n)]
         if not self.names:
             raise ValueError("Leap found no trainable parameter to meta-learn in the model")
-        if not callable(exclude):
-            unknown = set(exclude) - {n for n, _ in model.named_parameters()}
-            if unknown:
-                raise ValueError(f"exclude names parameters the model lacks: {sorted(unknown)}")
         params = dict(model.named_parameters())
         first = params[self.names[0]]
         if any(params[n].dtype != first.dtype or params[n].device != first.device

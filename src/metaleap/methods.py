@@ -22,6 +22,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+from metaleap.choices import check_leap_options
+
 #: A method handing new tasks an initialization, meta-trained on meta-batches of tasks
 #: (:class:`metaleap.metalearners.MetaLearner`).
 META_BATCH = "meta-batch"
@@ -73,12 +75,7 @@ class LeapOptions(MetaOptions):
 
     def check(self) -> None:
         super().check()
-        if self.metric not in ("length", "energy"):
-            raise ValueError(f"metric must be 'length' or 'energy', got {self.metric!r}")
-        if self.buffers not in ("reset", "average"):
-            raise ValueError(f"buffers must be 'reset' or 'average', got {self.buffers!r}")
-        if self.stabilizer and not self.loss_term:
-            raise ValueError("stabilizer=true needs loss_term=true (it acts on the loss term)")
+        check_leap_options(self.metric, self.loss_term, self.stabilizer, self.buffers)
 
 
 @dataclass

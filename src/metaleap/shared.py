@@ -19,17 +19,30 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["ONE_PROCESS", "Contribution", "FlatMean", "LossLog", "Processes", "Reduce",
-           "add_exactly", "add_mean_to_grad", "mangle", "single_process"]
+__all__ = ["ONE_PROCESS", "Contribution", "Exclude", "FlatMean", "LossLog", "Processes",
+           "Reduce", "add_exactly", "add_mean_to_grad", "excluder", "mangle", "single_process"]
 
 T = TypeVar("T")
+#: Parameters left out of θ⁰ (a per-task head): their names, or a predicate on the name.
+Exclude = Callable[[str], bool] | Sequence[str]
 
 
 def mangle(name: str) -> str:
     """A model's dotted parameter name as a module attribute name (``"a.b"`` → ``"a__b"``)."""
     return name.replace(".", "__")
+
+
+def excluder(model: nn.Module, exclude: Exclude) -> Callable[[str], bool]:
+    """``exclude`` (parameter names or a predicate on the name) as a predicate, names checked."""
+    if callable(exclude):
+        return exclude
+    names = frozenset(exclude)
+    unknown = names - {n for n, _ in model.named_parameters()}
+    if unknown:
+        raise ValueError(f"exclude names parameters the model lacks: {sorted(unknown)}")
+    return names.__contains__
 
 
 @dataclass

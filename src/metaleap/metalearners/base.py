@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from metaleap.shared import (
     ONE_PROCESS,
     Contribution,
+    Exclude,
     LossLog,
     Processes,
     Reduce,
@@ -45,7 +46,6 @@ from metaleap.shared import (
 )
 
 T = TypeVar("T")
-Exclude = Callable[[str], bool] | Sequence[str]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
@@ -178,6 +178,8 @@ class MetaLearner(nn.Module, ABC):
 
     #: The optimizer that steps θ⁰ (its state is checkpointed), if the method has one.
     meta_optimizer: torch.optim.Optimizer | None = None
+    #: Whether :meth:`batched` gives a handle (the method declares it; protocols read it).
+    batched_form: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()
@@ -252,7 +254,7 @@ class MetaLearner(nn.Module, ABC):
     def batched(self, count: int) -> BatchedTasks | None:
         """A handle for ``count`` tasks trained from θ⁰ as one computation (stacked
         parameters; :class:`BatchedTasks`), or ``None`` when the method has no
-        batched form and its tasks train one after another."""
+        batched form and its tasks train one after another (:attr:`batched_form` says which)."""
         return None
 
     def progress_state(self, handle: TaskHandle | None = None) -> dict[str, Any]:

@@ -30,6 +30,8 @@ class _FOMAMLHandle(ThetaHandle):
 class FOMAML(ThetaLearner):
     """First-order MAML; ``options`` as :class:`~metaleap.methods.MetaOptions`."""
 
+    batched_form = True
+
     Handle = _FOMAMLHandle
 
     def batched(self, count: int) -> BatchedTasks:

@@ -25,9 +25,9 @@ from metaleap.metalearners.base import (
     TaskHandle,
     running,
 )
-from metaleap.metalearners.theta import excluder, make_meta_optimizer
+from metaleap.metalearners.theta import make_meta_optimizer
 from metaleap.methods import LeapOptions
-from metaleap.shared import Contribution
+from metaleap.shared import Contribution, excluder
 
 
 class _LeapHandle(TaskHandle):
@@ -52,6 +52,8 @@ class LeapLearner(MetaLearner):
         options: :class:`LeapOptions`.
         context: ``exclude`` names per-task parameters (e.g. a fresh head), not in θ⁰.
     """
+
+    batched_form = True
 
     def __init__(self, model: nn.Module, options: LeapOptions | None = None,
                  context: Context = DEFAULT_CONTEXT) -> None:

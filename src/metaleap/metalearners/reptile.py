@@ -28,6 +28,8 @@ class _ReptileHandle(ThetaHandle):
 class Reptile(ThetaLearner):
     """Reptile; ``options`` as :class:`~metaleap.methods.MetaOptions`."""
 
+    batched_form = True
+
     Handle = _ReptileHandle
 
     def batched(self, count: int) -> BatchedTasks:

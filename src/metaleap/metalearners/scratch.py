@@ -16,9 +16,9 @@ from metaleap.metalearners.base import (
     TaskHandle,
     TaskRun,
 )
-from metaleap.metalearners.theta import NamedTensors, excluder
+from metaleap.metalearners.theta import NamedTensors
 from metaleap.methods import NoOptions
-from metaleap.shared import ONE_PROCESS, Contribution, Processes
+from metaleap.shared import ONE_PROCESS, Contribution, Processes, excluder
 
 
 class Scratch(MetaLearner):

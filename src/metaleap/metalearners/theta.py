@@ -8,7 +8,7 @@ meta-optimizer (:func:`make_meta_optimizer`) from the mean of per-task meta-grad
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -18,24 +18,12 @@ from torch import Tensor, nn
 from metaleap.metalearners.base import (
     DEFAULT_CONTEXT,
     Context,
-    Exclude,
     MetaLearner,
     TaskHandle,
     running,
 )
 from metaleap.methods import MetaOptions
-from metaleap.shared import Contribution, FlatMean, mangle
-
-
-def excluder(model: nn.Module, exclude: Exclude) -> Callable[[str], bool]:
-    """``exclude`` (parameter names or a predicate on the name) as a predicate, names checked."""
-    if callable(exclude):
-        return exclude
-    names = frozenset(exclude)
-    unknown = names - {n for n, _ in model.named_parameters()}
-    if unknown:
-        raise ValueError(f"exclude names parameters the model lacks: {sorted(unknown)}")
-    return names.__contains__
+from metaleap.shared import Contribution, FlatMean, excluder, mangle
 
 
 class NamedTensors(nn.Module):

@@ -43,8 +43,9 @@ def use_task_batching(mode: str, device: torch.device | str) -> bool:
 
 
 def has_batched_form(learner: MetaLearner, model: nn.Module) -> bool:
-    """Whether ``learner``'s meta-training has a batched form on ``model``."""
-    return learner.batched(1) is not None and stackable(model)
+    """Whether ``learner``'s meta-training has a batched form (it declares one,
+    :attr:`MetaLearner.batched_form`) on ``model`` (stackable)."""
+    return learner.batched_form and stackable(model)
 
 
 def task_losses(logits: Tensor, y: Tensor) -> Tensor:

@@ -110,7 +110,7 @@ class TransferStudy(StudyProtocol):
         if not self.batched:
             return []
         alone = [m for m in self.cfg.methods if methods.get(m).meta_trains
-                 and methods.get(m).load().batched is MetaLearner.batched]
+                 and not methods.get(m).load().batched_form]
         return [f"task batching is on; {', '.join(alone)} meta-train task by task (no batched "
                 "form), their held-out evaluations are batched"] if alone else []
 
