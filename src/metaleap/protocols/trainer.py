@@ -188,6 +188,56 @@ def run_study(protocol: StudyProtocol, store: Store, progress: bool = True
     return results
 
 
+class SavePoints:
+    """Where a run saves its progress inside one long meta-step or evaluation, at most
+    ``points`` times; ``progress`` objects give their plain state with ``.state()``, and
+    ``read(state)`` turns a saved state back into one (``None`` for none).
+
+    With one process, each save is a checkpoint (:attr:`RunContext.save`). With several,
+    every process saves at the same points together: one collective call gathers every
+    process's progress into rank 0's checkpoint (with the point's number), and a process that
+    has done all its share repeats its last progress (``idle`` at first) until every process
+    has (:meth:`finish`), so the processes make the same number of calls. On resume each
+    process takes its own progress back (:attr:`resumed`) and counts on from the saved point.
+    """
+
+    def __init__(self, key: str, context: RunContext, processes: Processes, points: int,
+                 idle: Any, read: Callable[[dict[str, Any] | None], Any]) -> None:
+        self.context, self.processes, self.points = context, processes, points
+        self.last = idle  # what a process with nothing more to do reports
+        self.point = 0
+        state = context.resumed
+        if processes.world == 1:
+            if state is not None and "ranks" in state:
+                raise CheckpointError(f"checkpoints/{key}.pt was saved inside a meta-step "
+                                      f"or the evaluation by {state['world']} processes: "
+                                      "resume it with as many")
+            self.resumed = read(state)
+            return
+        if state is not None and (state.get("world") != processes.world
+                                  or "ranks" not in state):
+            raise CheckpointError(f"checkpoints/{key}.pt was saved inside a meta-step or "
+                                  f"the evaluation by {state.get('world', 1)} process(es): "
+                                  "resume it with as many")
+        self.resumed = None if state is None else read(state["ranks"][processes.rank])
+        if state is not None:
+            self.point, self.last = int(state["point"]), self.resumed
+
+    def __call__(self, progress: Any) -> None:
+        if self.processes.world == 1:
+            self.context.save(progress.state())
+            return
+        self.last, self.point = progress, self.point + 1
+        self.context.save({"kind": "ranks", "world": self.processes.world, "point": self.point,
+                           "ranks": self.processes.all_gather(progress.state())})
+
+    def finish(self) -> None:
+        """With several processes, repeat the last progress up to ``points`` saves."""
+        if self.processes.world > 1:
+            while self.point < self.points:
+                self(self.last)
+
+
 class _Memory:
     """A :class:`Store` in memory for a run one process trains alone: it resumes from the
     run folder's checkpoint, if any, and keeps the log, the result and the export for rank

@@ -20,11 +20,12 @@ Under torchrun, each process trains its share of a meta-batch's games (the learn
 ``share``) and one all-reduce per meta-step combines the sums; the held-out games are shared
 the same way and their episodes all-reduced, exactly. Only rank 0 writes checkpoints, so
 every process saves at the same points together and rank 0's checkpoint holds every
-process's progress (:class:`Saves`, docs/distributed.md).
+process's progress (:class:`metaleap.protocols.trainer.SavePoints`, docs/distributed.md).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import statistics
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ from metaleap.protocols.base import (
 from metaleap.protocols.config import ConfigError
 from metaleap.protocols.rl.a2c import Episodes, a2c_segment, random_return
 from metaleap.protocols.rl.config import RLConfig
+from metaleap.protocols.trainer import SavePoints
 from metaleap.shared import ONE_PROCESS, Processes
 from metaleap.tasks.games import identity, open_games
 
@@ -107,58 +109,6 @@ def _progress(state: dict[str, Any] | None, kind: type, key: str) -> Any:
         raise CheckpointError(f"checkpoints/{key}.pt holds progress of another kind")
     rest = {k: v for k, v in state.items() if k not in ("kind", "segments")}
     return kind(segments=Segments(**state["segments"]), **rest)
-
-
-class Saves:
-    """Where a run saves its progress inside a meta-step or the evaluation (``kind``:
-    :class:`MetaProgress` or :class:`EvalProgress`), at most ``points`` times.
-
-    With one process, each save is a checkpoint. With several, every process saves at the
-    same points together: one collective call gathers every process's progress into rank
-    0's checkpoint (with the point's number), and a process that has trained all its games
-    repeats its last progress until every process has (:meth:`finish`), so the processes
-    make the same number of calls. On resume each process takes its own progress back
-    (:attr:`resumed`) and counts on from the saved point.
-    """
-
-    def __init__(self, run: RLRun, context: RunContext, kind: type, points: int,
-                 idle: Any) -> None:
-        self.run, self.context, self.kind, self.points = run, context, kind, points
-        processes = run.study.processes
-        self.last = idle  # what a process with nothing more to train reports
-        self.point = 0
-        state = context.resumed
-        if processes.world == 1:
-            if state is not None and "ranks" in state:
-                raise CheckpointError(f"checkpoints/{run.key}.pt was saved inside a meta-step "
-                                      f"or the evaluation by {state['world']} processes: "
-                                      "resume it with as many")
-            self.resumed = _progress(state, kind, run.key)
-            return
-        if state is not None and (state.get("world") != processes.world
-                                  or "ranks" not in state):
-            raise CheckpointError(f"checkpoints/{run.key}.pt was saved inside a meta-step or "
-                                  f"the evaluation by {state.get('world', 1)} process(es): "
-                                  "resume it with as many")
-        self.resumed = (None if state is None else
-                        _progress(state["ranks"][processes.rank], kind, run.key))
-        if state is not None:
-            self.point, self.last = int(state["point"]), self.resumed
-
-    def __call__(self, progress: Any) -> None:
-        processes = self.run.study.processes
-        if processes.world == 1:
-            self.context.save(progress.state())
-            return
-        self.last, self.point = progress, self.point + 1
-        self.context.save({"kind": "ranks", "world": processes.world, "point": self.point,
-                           "ranks": processes.all_gather(progress.state())})
-
-    def finish(self) -> None:
-        """With several processes, repeat the last progress up to ``points`` saves."""
-        if self.run.study.processes.world > 1:
-            while self.point < self.points:
-                self(self.last)
 
 
 # ------------------------------------------------------------------------ the study
@@ -274,8 +224,9 @@ class RLRun(MethodRun):
         games = self.study.meta_batch(cfg, self.seed, step)
         share = learner.share(range(len(games)), processes)
         per_game = self.segments(cfg.train_steps)
-        save = Saves(self, context, MetaProgress, math.ceil(len(games) / processes.world)
-                     * per_game, MetaProgress(len(games), learner.progress_state()))
+        save = SavePoints(self.key, context, processes, math.ceil(len(games) / processes.world)
+                          * per_game, MetaProgress(len(games), learner.progress_state()),
+                          functools.partial(_progress, kind=MetaProgress, key=self.key))
         resumed = save.resumed
         start = resumed.game if resumed is not None else 0
         if resumed is not None and resumed.segments.segment == 0:
@@ -322,8 +273,9 @@ class RLRun(MethodRun):
     def evaluate(self, init: dict[str, Tensor], context: RunContext) -> dict[str, Any]:
         cfg, processes = self.cfg, self.study.processes
         share = processes.share(cfg.heldout)
-        save = Saves(self, context, EvalProgress, math.ceil(len(cfg.heldout) / processes.world)
-                     * self.segments(cfg.eval_steps), EvalProgress("", {}))
+        save = SavePoints(self.key, context, processes, math.ceil(
+            len(cfg.heldout) / processes.world) * self.segments(cfg.eval_steps),
+            EvalProgress("", {}), functools.partial(_progress, kind=EvalProgress, key=self.key))
         resumed = save.resumed
         done: dict[str, Any] = dict(resumed.done) if resumed is not None else {}
         bar = tqdm(total=len(share) * cfg.eval_steps, desc=f"{self.method} seed "
