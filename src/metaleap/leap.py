@@ -95,17 +95,6 @@ class MetaGradStats:
     mean_path: float
 
 
-def _like(flat: Tensor, p: Tensor) -> Tensor:
-    """``flat`` (``p.numel()`` values) shaped like ``p`` and laid out in memory like it: a
-    channels-last ``p`` gets a channels-last view (so copies from it are not strided), any
-    other a row-major one."""
-    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(
-            memory_format=torch.channels_last):
-        n, c, h, w = p.shape
-        return flat.view(n, h, w, c).permute(0, 3, 1, 2)
-    return flat.view_as(p)
-
-
 class Leap(nn.Module):
     """The Leap meta-learner: holds θ⁰ and accumulates the pull-forward meta-gradient.
 
@@ -516,6 +505,17 @@ class Leap(nn.Module):
             if n in self.buffer_names and b.is_floating_point():
                 key = mangle(n)
                 self._buffer_sums[key] = add_exactly(self._buffer_sums.get(key), b.detach())
+
+
+def _like(flat: Tensor, p: Tensor) -> Tensor:
+    """``flat`` (``p.numel()`` values) shaped like ``p`` and laid out in memory like it: a
+    channels-last ``p`` gets a channels-last view (so copies from it are not strided), any
+    other a row-major one."""
+    if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(
+            memory_format=torch.channels_last):
+        n, c, h, w = p.shape
+        return flat.view(n, h, w, c).permute(0, 3, 1, 2)
+    return flat.view_as(p)
 
 
 def _python_scalars(like: Tensor) -> bool:
