@@ -289,15 +289,21 @@ def test_bare_omniglot_without_the_download_says_how_to_get_it(tmp_path: Path, m
     assert not (tmp_path / "run").exists()
 
 
-def test_paper_preset_dry_run_on_a_generated_tree(tmp_path: Path, monkeypatch, capsys) -> None:
-    """``--data omniglot:PATH`` with the paper's preset, shrunk to four alphabets of 20
-    characters and 4 drawings (``--set``) so that the dry run's timing steps stay quick."""
-    tree = make_tree(tmp_path / "tree", {"images_background": {"A0": 20, "A1": 20},
-                                         "images_evaluation": {"B0": 20, "B1": 20}}, drawings=4)
+def test_the_whole_path_download_then_the_paper_preset_dry_run(
+        tmp_path: Path, server: Server, archives: dict[str, bytes],
+        monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``metaleap data omniglot --download`` from the local server into the default folder,
+    then ``metaleap transfer --preset omniglot-paper --data omniglot --dry-run`` on it (the
+    preset shrunk by ``--set`` to the two generated alphabets of 2 drawings): priced, nothing
+    written."""
+    monkeypatch.setenv("METALEAP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(URL_ENV, server.url)
+    monkeypatch.setattr("metaleap.tasks.omniglot_download.ARCHIVES", md5s(archives))
     monkeypatch.chdir(tmp_path)
-    overrides = ["seeds=0", "num_pretrain=2", "num_heldout=1", "num_val=1", "train_per_class=3",
-                 "test_per_class=1"]
-    argv = ["transfer", "--preset", "omniglot-paper", "--data", f"omniglot:{tree}", "--dry-run",
+    assert main(["data", "omniglot", "--download"]) == 0
+    overrides = ["seeds=0", "num_pretrain=1", "num_heldout=1", "num_val=0",
+                 "train_per_class=1", "test_per_class=1"]
+    argv = ["transfer", "--preset", "omniglot-paper", "--data", "omniglot", "--dry-run",
             "--threads", "1", "--out", str(tmp_path / "run")]
     for o in overrides:
         argv += ["--set", o]
