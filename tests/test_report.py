@@ -254,16 +254,21 @@ def test_the_readme_results_table_is_the_committed_results():
     assert f"≤ {most} pretraining SGD steps per run" in row
 
     cells = ablation.collect(RESULTS / "ablation")
-    v1, v2 = (next(c for c in cells if c.settings == {"block_order": "pool-bn-relu", "data": d})
-              for d in ("glyphs", "glyphs:v2"))
-    old = next(c for c in cells if c.settings == {"block_order": "bn-relu-pool",
-                                                  "data": "glyphs:v2"})
+
+    def cell(order: str, data: str, resample: str = "bilinear") -> ablation.Cell:
+        return next(c for c in cells if c.settings == {
+            "augment_resample": resample, "block_order": order, "data": data})
+
+    v1, v2 = cell("pool-bn-relu", "glyphs"), cell("pool-bn-relu", "glyphs:v2")
+    old, nearest = cell("bn-relu-pool", "glyphs:v2"), cell("pool-bn-relu", "glyphs:v2", "nearest")
     row = rows["docs/results/ablation/"]
-    gap = {c.name: c.gap("finetune", "leap", "error_auc") for c in (v1, v2, old)}
+    gap = {c.name: c.gap("finetune", "leap", "error_auc") for c in (v1, v2, old, nearest)}
     assert (f"narrows the finetuning − Leap gap by "
             f"{ablation.pair(gap[v2.name], gap[old.name])[0].format(100)} on handwriting-like "
             f"glyphs, and those glyphs widen it by "
             f"{ablation.pair(gap[v2.name], gap[v1.name])[0].format(100)}") in row
+    assert (f"the authors' nearest-neighbour resampling moves it by "
+            f"{ablation.pair(gap[nearest.name], gap[v2.name])[0].format(100)}") in row
     cfg = v2.summary["config"]
     steps = cfg["meta_steps"] * cfg["meta_batch"] * cfg["inner_steps"]
     assert f"{steps} / {paper:,} inner SGD steps per run: {100 * steps / paper:.2f} %" in row
