@@ -7,8 +7,9 @@ meta-batch, and ``apply`` divides by the global count (:func:`add_mean_to_grad`)
 are kept in float64 (:func:`add_exactly`), so any split of float32 tasks over processes adds
 up to what one process gives, bit for bit. :class:`FlatMean` is the flat sum of per-task
 meta-gradients that Reptile, FOMAML and MAML keep; :class:`LossLog` the per-task losses every
-method reports. Leap's core (:mod:`metaleap.leap`) and every learner
-(:mod:`metaleap.metalearners`) build on this module, which knows nothing of either.
+method reports; :func:`excluder` and :func:`mangle` name θ⁰'s parameters. Leap's core
+(:mod:`metaleap.leap`) and every learner (:mod:`metaleap.metalearners`) build on this module,
+which knows nothing of either.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 :class:`NamedTensors` keeps a model's parameters or buffers as a module's own (``"a.b"`` as
 ``a__b``); :class:`ThetaLearner` is the learner that holds θ⁰ so and steps it with a
 meta-optimizer (:func:`make_meta_optimizer`) from the mean of per-task meta-gradients
-(Reptile, FOMAML, MAML); :func:`excluder` turns ``Context.exclude`` into a predicate.
+(Reptile, FOMAML, MAML).
 """
 
 from __future__ import annotations
