@@ -16,7 +16,7 @@ from metaleap.protocols.config import ConfigError
 from metaleap.protocols.reporting import load_summary
 from metaleap.protocols.transfer import METRICS, budget, resolve_config
 from metaleap.protocols.transfer.report import reading
-from metaleap.runs import RunError
+from metaleap.runs import RunError, read_metrics
 
 LONG = ["methods=leap,finetune,scratch", "seeds=0,1", "meta_steps=3", "heldout_at=1,2"]
 
@@ -109,6 +109,36 @@ def test_budget_report_end_to_end_through_the_cli(study: Path, capsys):
     saved = json.loads((study / "results.json").read_text())
     assert saved["study"] == "budget" and saved["runs"] == ["base", "energy"]
     assert {d["variant"] for d in saved["differences"]} == {"", "metric=energy"}
+    assert "## Leap's own objective" in out and (study / "training_path.png").is_file()
+
+
+def test_leap_training_path_is_read_from_the_base_runs_log(study: Path):
+    """Base Leap's per-meta-step path, seed by seed, exactly as its metrics.jsonl logged it
+    (the energy ablation's run is left out); each table row averages the window by hand."""
+    logged = [r for r in read_metrics(study / "base")
+              if r["event"] == "meta_step" and r["method"] == "leap"]
+    paths = budget.training_paths(study)
+    assert paths == {s: [r["path"] for r in logged if str(r["seed"]) == s] for s in ("0", "1")}
+    assert all(len(v) == 3 for v in paths.values())
+    at_two = budget.window_interval(paths, 2)
+    assert at_two.mean == pytest.approx(statistics.fmean(paths["0"][:2] + paths["1"][:2]))
+    assert budget.window_interval(paths, 1).n == 2
+    saved = json.loads((study / "results.json").read_text())
+    assert saved["leap_training_path"] == paths
+    table = budget.training_path_table(paths, budget.collect(study))
+    assert table[3].startswith(f"| 1 | {budget.window_interval(paths, 1).format()} | ")
+
+
+def test_wall_time_sums_the_logged_seconds(study: Path):
+    logged = [r for r in read_metrics(study / "energy") if r["event"] == "meta_step"]
+    times = budget.wall_times(study)
+    assert set(times) == {"base", "energy"} and set(times["base"]) == {"leap", "finetune"}
+    energy = times["energy"]["leap"]
+    assert energy["meta_steps"] == len(logged) == 4  # 2 seeds × 2 meta-steps
+    assert energy["seconds"] == sum(r["seconds"] for r in logged)
+    assert energy["median"] == statistics.median(r["seconds"] for r in logged)
+    assert energy["tenth"] <= energy["median"]
+    assert "| `energy/` | Leap | 4 |" in budget.write_budget_report(study).read_text()
 
 
 def test_budget_report_refuses_conflicting_or_missing_runs(study: Path, tmp_path: Path):

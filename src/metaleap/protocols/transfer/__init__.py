@@ -2,8 +2,9 @@
 
 ``config`` (settings and presets), ``study`` (the study and its runs), ``summary``
 (``results.json``), ``report`` (tables, plots, sentences; the sweep over N), ``budget`` and
-``ablation`` (reports of folders of runs), ``dryrun`` (the priced budget) and ``cli`` (the
-``demo``, ``transfer`` and ``sweep`` commands). Importing this package registers the
+``ablation`` (reports of folders of runs), ``paths`` (held-out paths to fixed losses),
+``dryrun`` (the priced budget) and ``cli`` (the ``demo``, ``transfer``, ``sweep`` and
+``transfer-paths`` commands). Importing this package registers the
 protocol and loads no torch; the names below load their module on first use.
 """
 
@@ -28,4 +29,5 @@ protocols.register(protocols.Descriptor(
     summarize=protocols.lazy("metaleap.protocols.transfer.summary:summarize"),
     report=protocols.lazy("metaleap.protocols.transfer.report:transfer_report"),
     settings_arguments=cli.settings_arguments, settings_config=cli.settings_config,
-    folder_reports=(cli.sweep_report, cli.budget_report, cli.ablation_report)))
+    folder_reports=(cli.sweep_report, cli.budget_report, cli.ablation_report,
+                    cli.paths_report)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +43,12 @@ from metaleap.protocols.transfer.report import (
     phrase,
     starting,
 )
-from metaleap.runs import RunError, write_json
+from metaleap.runs import RunError, read_metrics, write_json
 from metaleap.stats import Groups, Interval
 
 SCHEMA_VERSION = 1
+#: Meta-steps averaged for the meta-training path at each budget (one meta-batch is noisy).
+PATH_WINDOW = 10
 #: The metrics of the budget tables and figure, in their order.
 METRICS = ("error_auc", "test_error", "path_length")
 #: The settings in which the runs of one budget study may differ (task_batching: results
@@ -236,7 +239,8 @@ def plot_budget(series: list[Series], path: Path) -> None:
             ax.set(xscale="log", ylabel=name + (" (%)" if scale == 100 else ""),
                    xticks=sorted({s.consumed(step) for s in series for step in s.points
                                   if s.inner_steps and s.num_pretrain == n}))
-            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.0f}"))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.tick_params(axis="x", labelrotation=40)
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             if row == 0:
                 ax.set_title(f"N = {n} pretraining tasks")
@@ -340,6 +344,109 @@ def reading(found: list[Comparison]) -> list[str]:
     return lines
 
 
+def meta_step_logs(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """The ``meta_step`` records of each run in ``folder`` that kept its ``metrics.jsonl``."""
+    return {run.name: [r for r in read_metrics(run) if r.get("event") == "meta_step"]
+            for run in sorted(p for p in folder.iterdir() if (p / "metrics.jsonl").is_file())}
+
+
+def training_paths(folder: Path) -> dict[str, list[float]]:
+    """Per seed, the mean path over K steps of base Leap's meta-training tasks at each
+    meta-step (the ``path`` its ``metrics.jsonl`` logs), from the runs in ``folder`` that kept
+    their log; runs whose Leap options differ from the defaults are left out."""
+    reference = methods.reference()
+    out: dict[str, list[float]] = {}
+    for run, records in meta_step_logs(folder).items():
+        settings = load_summary(folder / run)["methods_config"].get(reference)
+        if settings is None or variant(reference, settings):
+            continue
+        by_seed: dict[str, dict[int, float]] = {}
+        for r in records:
+            if r["method"] == reference and "path" in r:
+                by_seed.setdefault(str(r["seed"]), {})[r["step"]] = r["path"]
+        for seed, steps in by_seed.items():
+            if sorted(steps) != list(range(1, len(steps) + 1)):
+                raise RunError(f"{folder / run}/metrics.jsonl: Leap seed {seed} lacks "
+                               "meta-steps")
+            out.setdefault(seed, [steps[i] for i in sorted(steps)])
+    return out
+
+
+def wall_times(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Per run and method, from ``metrics.jsonl``: the meta-steps logged, their summed
+    seconds (held-out evaluations on the way included), and the median and the 10th
+    percentile of one meta-step's seconds."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for run, records in meta_step_logs(folder).items():
+        for method in dict.fromkeys(r["method"] for r in records):
+            seconds = [r["seconds"] for r in records if r["method"] == method]
+            out.setdefault(run, {})[method] = {
+                "meta_steps": len(seconds), "seconds": sum(seconds),
+                "median": statistics.median(seconds),
+                "tenth": statistics.quantiles(seconds, n=10)[0] if len(seconds) > 1
+                else seconds[0]}
+    return out
+
+
+def wall_time_table(times: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    rows = ["| run | method | meta-steps | hours, summed | seconds per meta-step: median | "
+            "10th percentile |", "|---|---|---|---|---|---|"]
+    for run, by_method in times.items():
+        for method, t in by_method.items():
+            rows.append(f"| `{run}/` | {label(method)} | {t['meta_steps']:.0f} | "
+                        f"{t['seconds'] / 3600:.2f} | {t['median']:.2f} | {t['tenth']:.2f} |")
+    return rows
+
+
+def window_interval(paths: dict[str, list[float]], step: int) -> Interval:
+    """The meta-training path over the (seed, meta-step) values of the last
+    :data:`PATH_WINDOW` meta-steps up to ``step`` (the first meta-step alone at step 1)."""
+    return stats.mean_ci([v for values in paths.values()
+                          for v in values[max(0, step - PATH_WINDOW):step]], LEVEL)
+
+
+def training_path_table(paths: dict[str, list[float]], series: list[Series]) -> list[str]:
+    """Leap's meta-training path beside its held-out path (and no pretraining's) at each
+    budget of the Leap series whose seeds logged their path."""
+    leap = next(s for s in series if s.method == methods.reference() and not s.variant)
+    scratch = next((s for s in series if not s.inner_steps and s.num_pretrain ==
+                    leap.num_pretrain), None)
+    rows = ["| meta-steps | meta-training tasks' path | held-out path, Leap | held-out path, "
+            "no pretraining |", "|---|---|---|---|"]
+    first = (scratch.interval(0, "path_length").format(digits=1) if scratch else "—")
+    rows.append(f"| 1 | {window_interval(paths, 1).format(digits=1)} | — | {first} |")
+    for step in sorted(leap.points):
+        rows.append(f"| {step} | {window_interval(paths, step).format(digits=1)} | "
+                    f"{leap.interval(step, 'path_length').format(digits=1)} | {first} |")
+    return rows
+
+
+def plot_training_paths(paths: dict[str, list[float]], series: list[Series], path: Path
+                        ) -> None:
+    """Leap's meta-training tasks' path per meta-step (each seed) and its held-out path at
+    each budget, with no pretraining's held-out path."""
+    leap = next(s for s in series if s.method == methods.reference() and not s.variant)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, (seed, values) in enumerate(paths.items()):
+        ax.plot(range(1, len(values) + 1), values, lw=0.6, color=str(0.2 + 0.5 * i / len(paths)),
+                label=f"meta-training tasks, seed {seed}")
+    steps = sorted(leap.points)
+    cis = [leap.interval(step, "path_length") for step in steps]
+    ax.errorbar(steps, [c.mean for c in cis], fmt="o-", color=color(leap.method),
+                yerr=[[c.mean - (c.low or c.mean) for c in cis],
+                      [(c.high or c.mean) - c.mean for c in cis]],
+                label="held-out tasks from Leap's θ⁰")
+    for s in (s for s in series if not s.inner_steps and s.num_pretrain == leap.num_pretrain):
+        ax.axhline(s.interval(0, "path_length").mean, color=color(s.method), ls=":",
+                   label=f"held-out tasks, {label(s.method).lower()}")
+    ax.set(xlabel="meta-step", ylabel=f"path over K = {leap.inner_steps} steps",
+           title="Leap's objective: the path of the tasks it trains on")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_budget_report(folder: str | Path) -> Path:
     """``results.json``, ``report.md`` and ``budget.png`` of the budget study in ``folder``."""
     folder = Path(folder)
@@ -351,6 +458,7 @@ def write_budget_report(folder: str | Path) -> Path:
     base = [c for c in found if not c.other.variant]
     ablations = [c for c in found if c.other.variant]
     runs = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
+    paths, times = training_paths(folder), wall_times(folder)
     for run in runs:  # each run's own tables and plot beside the study's
         write_report(folder / run)
     write_json(folder / "results.json", {
@@ -359,7 +467,9 @@ def write_budget_report(folder: str | Path) -> Path:
         "differences": [{"method": c.other.method, "variant": c.other.variant,
                          "num_pretrain": c.leap.num_pretrain, "inner_steps": c.leap.inner_steps,
                          "meta_steps": step, **{m: c.at(step, m).to_dict() for m in METRICS}}
-                        for c in found for step in c.steps]})
+                        for c in found for step in c.steps],
+        **({"leap_training_path": paths} if paths else {}),
+        **({"wall_time": times} if times else {})})
     plot_budget(series, folder / "budget.png")
     first = load_summary(folder / runs[0])
     cfg = first["config"]
@@ -389,6 +499,23 @@ def write_budget_report(folder: str | Path) -> Path:
                   "lower, which is better, at the later budget.", "",
                   *own_change_table([s for s in series if s.num_pretrain == n
                                      and not s.variant]), ""]
+    if paths:
+        plot_training_paths(paths, series, folder / "training_path.png")
+        lines += ["## Leap's own objective: the path of the tasks it meta-trains on", "",
+                  "Theorem 1 (docs/leap.md) promises that the pull-forward update shortens the "
+                  "paths of the tasks Leap trains on. Each meta-step logs the mean path of its "
+                  "meta-batch over K steps (`metrics.jsonl`); the table gives its mean over "
+                  f"the (seed, meta-step) values of the last {PATH_WINDOW} meta-steps up to "
+                  "each budget (meta-step 1: the first alone, from the seeded θ⁰ that no "
+                  "pretraining also starts from), beside the held-out paths.", "",
+                  "![Leap's meta-training path](training_path.png)", "",
+                  *training_path_table(paths, series), ""]
+    if times:
+        lines += ["## Wall time", "", "Each meta-step's seconds as `metrics.jsonl` logged them "
+                  "(held-out evaluations on the way included): their sum, which counts every "
+                  "stretch the machine was shared, and their median and 10th percentile, "
+                  "closer to the speed `--dry-run` prices when it ran alone.",
+                  "", *wall_time_table(times), ""]
     if ablations:
         ns = sorted({c.leap.num_pretrain for c in ablations})
         lines += [f"## Leap ablations (N = {', '.join(map(str, ns))})", "",

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from metaleap.protocols.commands import (
     Presets,
+    cpu_settings,
     dry_run_argument,
     flags,
     prepare,
@@ -125,8 +126,19 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         print(f"AUC against N: {out / 'auc_vs_n.png'}")
 
 
+def cmd_paths(args: argparse.Namespace) -> None:
+    from metaleap.protocols.transfer.paths import write_paths
+
+    cpu_settings(args)
+    levels = [float(v) for v in args.losses.split(",")]
+    report = write_paths([Path(r) for r in args.runs], Path(args.out), args.steps, levels,
+                         args.window, progress=not args.no_progress)
+    print(report.read_text())
+    print(f"report and plot in {report.parent}")
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """``metaleap demo``, ``transfer`` and ``sweep``."""
+    """``metaleap demo``, ``transfer``, ``sweep`` and ``transfer-paths``."""
     demo = sub.add_parser("demo", help="a few-minute transfer study on glyph alphabets")
     study_arguments(demo, "demo", "runs/demo")
     demo.set_defaults(func=cmd_demo)
@@ -141,6 +153,23 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     sweep.add_argument("--ns", default=PAPER_NS, help=f"numbers of pretraining tasks "
                                                       f"(default {PAPER_NS})")
     sweep.set_defaults(func=cmd_sweep)
+
+    paths = sub.add_parser("transfer-paths", help="held-out paths to fixed losses from a "
+                                                  "finished transfer run's initializations")
+    paths.add_argument("runs", nargs="+", metavar="RUN",
+                       help="finished transfer run folders (with init/ and results/) that "
+                            "differ in their seeds alone")
+    paths.add_argument("--out", required=True, help="folder for results.json, report.md and "
+                                                    "paths.png")
+    paths.add_argument("--steps", type=int, default=1000,
+                       help="SGD steps per held-out task (default 1000)")
+    paths.add_argument("--losses", default="1,0.5,0.2,0.1",
+                       help="loss levels, comma-separated (default 1,0.5,0.2,0.1)")
+    paths.add_argument("--window", type=int, default=10,
+                       help="batch losses averaged to decide arrival (default 10)")
+    paths.add_argument("--threads", type=int, help="torch CPU threads")
+    paths.add_argument("--no-progress", action="store_true", help="no progress bars")
+    paths.set_defaults(func=cmd_paths)
 
 
 def settings_arguments(p: argparse.ArgumentParser) -> None:
@@ -177,6 +206,13 @@ def budget_report(folder: Path) -> Path | None:
     from metaleap.protocols.transfer.budget import write_budget_report
 
     return write_budget_report(folder)
+
+
+def paths_report(folder: Path) -> Path | None:
+    """The report of a ``transfer-paths`` folder, or ``None``."""
+    from metaleap.protocols.transfer.paths import write_paths_report
+
+    return write_paths_report(folder)
 
 
 def ablation_report(folder: Path) -> Path | None:
