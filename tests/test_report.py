@@ -14,7 +14,7 @@ import pytest
 from metaleap import stats
 from metaleap.protocols import reporting
 from metaleap.protocols.multicv import report as multicv_report
-from metaleap.protocols.transfer import ablation, budget, report, summarize
+from metaleap.protocols.transfer import ablation, budget, paths, report, summarize
 
 T_975_5 = 2.5705818366147395  # Student t, 97.5 % quantile, 5 degrees of freedom
 T_975_2 = 4.302652729911275   # … 2 degrees of freedom
@@ -166,27 +166,32 @@ def test_committed_reports_are_generated_from_the_committed_results():
 
 @pytest.mark.parametrize("folder,least", [(RESULTS, 20), (RESULTS / "budget", 20),
                                           (RESULTS / "multicv", 5), (RESULTS / "rl", 2),
-                                          (RESULTS / "ablation", 10), (RESULTS / "scale", 10)])
+                                          (RESULTS / "ablation", 10), (RESULTS / "scale", 10),
+                                          (RESULTS / "scale-400", 20)])
 def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path, least: int):
-    """Each interval and budget in a write-up (README.md) is copied from its report.md."""
+    """Each interval and budget in a write-up (README.md) is copied from its report.md (or,
+    for a study with a paths folder, from paths/report.md)."""
     write_up = (folder / "README.md").read_text()
-    tables = (folder / "report.md").read_text()
+    tables = "".join(p.read_text() for p in (folder / "report.md", folder / "paths" /
+                                             "report.md") if p.is_file())
     quoted = re.findall(r"-?\d+\.\d+ \[-?\d+\.\d+, -?\d+\.\d+\]", write_up)
     quoted += re.findall(r"\d+ × \d+ × \d+ = \d+", write_up)
     assert len(quoted) >= least
     assert [q for q in quoted if q not in tables] == []
 
 
-@pytest.mark.parametrize("study", ["budget", "scale"])
+@pytest.mark.parametrize("study", ["budget", "scale", "scale-400"])
 def test_committed_budget_report_is_generated_from_the_committed_results(tmp_path: Path,
                                                                          study: str):
-    """docs/results/budget and scale: report.md and results.json are what `metaleap report`
-    writes from the committed run folders (config.json and results.json of each)."""
+    """docs/results/budget, scale and scale-400: report.md and results.json are what
+    `metaleap report` writes from the committed run folders (config.json and results.json of
+    each, and metrics.jsonl where committed)."""
     committed = RESULTS / study
     for run in (p for p in committed.iterdir() if (p / "config.json").is_file()):
         (tmp_path / run.name).mkdir()
-        for name in ("config.json", "results.json"):
-            shutil.copy(run / name, tmp_path / run.name / name)
+        for name in ("config.json", "results.json", "metrics.jsonl"):
+            if (run / name).is_file():
+                shutil.copy(run / name, tmp_path / run.name / name)
     budget.write_budget_report(tmp_path)
     for name in ("report.md", "results.json"):
         assert (tmp_path / name).read_text() == (committed / name).read_text(), name
@@ -206,6 +211,13 @@ def test_the_audited_intervals_are_in_the_generated_reports():
             "-17.6 [-37.5, 2.2] with the 7 data sets as the unit (spans 0); Finetuning "
             "is lower on 7 and higher on 0 of them (sign test p = 0.016)."
             ) in multicv_report.multicv_reading(summary)
+
+
+def test_committed_paths_report_is_generated_from_its_results(tmp_path: Path):
+    shutil.copy(RESULTS / "scale-400" / "paths" / "results.json", tmp_path / "results.json")
+    assert paths.write_paths_report(tmp_path) is not None
+    assert ((tmp_path / "report.md").read_text()
+            == (RESULTS / "scale-400" / "paths" / "report.md").read_text())
 
 
 def test_committed_multicv_and_rl_reports_are_generated_from_their_results(tmp_path: Path):
@@ -279,6 +291,23 @@ def test_the_readme_results_table_is_the_committed_results():
     row = rows["docs/results/scale/"]
     assert (f"{ft.at(last, 'error_auc').format(100)} after {last} meta-steps, from "
             f"{ft.at(first, 'error_auc').format(100)} after {first}") in row
+    most = ft.leap.consumed(last)
+    assert f"{most} / {paper:,} inner SGD steps per run: {100 * most / paper:.0f} %" in row
+
+    found = budget.comparisons(budget.collect(RESULTS / "scale-400"))
+    ft = next(c for c in found if c.other.method == "finetune")
+    before, last = ft.steps[-2:]
+    row = rows["docs/results/scale-400/"]
+    assert f"by {ft.at(last, 'error_auc').format(100)} after {last} meta-steps" in row
+    assert (f"{budget.gap_change(ft.other, ft.leap, before, last, 'error_auc').format(100)} "
+            f"from {before} to {last}, no change shown; with the seed as the unit the gap spans "
+            f"0, seeds {ft.at(last, 'error_auc', by_seed=True).bounds(100)}") in row
+    assert not ft.at(last, "error_auc", by_seed=True).excludes_zero
+    traced = json.loads((RESULTS / "scale-400" / "paths" / "results.json").read_text())
+    to_one = {m: stats.Interval(**c["path_to 1.0"]["pairs"]).format()
+              for m, c in traced["comparisons"].items()}
+    assert (f"no pretraining − Leap {to_one['scratch']}, finetuning − Leap "
+            f"{to_one['finetune']}") in row
     most = ft.leap.consumed(last)
     assert f"{most} / {paper:,} inner SGD steps per run: {100 * most / paper:.0f} %" in row
 
