@@ -11,8 +11,9 @@ streams (so the first K steps reproduce its evaluation), and measures the path (
 first reaches each of fixed ``levels``. The loss there is the mean of the last ``window``
 batch losses, so that one easy batch does not count as arriving.
 
-``metaleap transfer-paths RUN [RUN ...] --out DIR`` writes ``DIR/results.json``, ``report.md`` and
-``paths.png``; ``metaleap report DIR`` rebuilds the last two from ``results.json``.
+``metaleap transfer-paths RUN [RUN ...] --out DIR`` writes ``DIR/results.json``,
+``report.md`` and ``paths.png``; ``metaleap report DIR`` rebuilds the last two from
+``results.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import matplotlib.pyplot as plt
 from safetensors.torch import load_file
 
-from metaleap import stats
+from metaleap import methods, stats
 from metaleap.methods import color, label
 from metaleap.protocols.evaluation import Curve
 from metaleap.protocols.reporting import LEVEL, cell, interval_note, read_record, verdict
@@ -157,17 +158,17 @@ def both(a: dict[str, list[float | None]], b: dict[str, list[float | None]]
 
 
 def comparisons(result: dict[str, Any]) -> dict[str, Any]:
-    """Every other method − Leap: path over K steps, over all steps, and to each level (on
-    the pairs where both arrive), steps to each level; pair level and seed level."""
-    reference = "leap"
-    methods = result["methods"]
-    if reference not in methods:
-        raise RunError("the run has no Leap initialization to compare with")
+    """Every other method − Leap (the registry's reference): path over K steps, over all
+    steps, and to each level (on the pairs where both arrive), steps to each level; pair
+    level and seed level."""
+    reference, traced = methods.reference(), result["methods"]
+    if reference not in traced:
+        raise RunError(f"the runs have no {label(reference)} initialization to compare with")
+    leap = traced[reference]
     out: dict[str, Any] = {}
-    for name, values in methods.items():
+    for name, values in traced.items():
         if name == reference:
             continue
-        leap = methods[reference]
         rows: dict[str, Any] = {}
         for metric in ("path_k", "path", "final_loss"):
             rows[metric] = interval_pair(stats.differences(
@@ -182,7 +183,7 @@ def comparisons(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def interval_pair(diffs: dict[str, list[float]]) -> dict[str, Any]:
-    """The pair-level and seed-level intervals of paired differences, and the pairs' count."""
+    """The pair-level and the seed-level interval of paired differences (each with its n)."""
     return {"pairs": stats.mean_ci(stats.pooled(diffs), LEVEL).to_dict(),
             "seeds": stats.by_group(diffs, LEVEL).to_dict()}
 
