@@ -229,15 +229,27 @@ def test_rl_resumes_after_a_killed_rank_as_if_uninterrupted(
 
 
 KILLED_SEGMENT = textwrap.dedent("""
-    import os, sys
+    import os, sys, time
+    from pathlib import Path
+    import torch
     from metaleap.cli import main
     from metaleap.protocols.rl import study
 
     original, calls = study.a2c_segment, []
+    saved = Path(sys.argv[sys.argv.index("--out") + 1]) / "checkpoints" / "seed0-leap.pt"
+
+    def written() -> bool:  # rank 0 has renamed the save point's checkpoint into place
+        try:
+            return "progress" in torch.load(saved, weights_only=True)
+        except (OSError, RuntimeError):
+            return False
 
     def a2c_segment(*args, **kwargs):  # rank 1 dies in its game's second segment of
         calls.append(1)                # meta-step 2, after the meta-step's first save point
         if len(calls) == 4 and os.environ["RANK"] == "1":
+            deadline = time.monotonic() + 60  # dying at once could stop rank 0 mid-write
+            while not written() and time.monotonic() < deadline:
+                time.sleep(0.05)
             os._exit(137)
         return original(*args, **kwargs)
 
