@@ -112,21 +112,43 @@ def test_budget_report_end_to_end_through_the_cli(study: Path, capsys):
     assert "## Leap's own objective" in out and (study / "training_path.png").is_file()
 
 
-def test_leap_training_path_is_read_from_the_base_runs_log(study: Path):
-    """Base Leap's per-meta-step path, seed by seed, exactly as its metrics.jsonl logged it
-    (the energy ablation's run is left out); each table row averages the window by hand."""
+def test_each_series_reads_its_training_path_from_its_runs_log(study: Path):
+    """Leap's per-meta-step path, seed by seed, exactly as its run's metrics.jsonl logged it;
+    the energy ablation's path stays in its own series, finetuning logs none; each table row
+    averages the window by hand."""
     logged = [r for r in read_metrics(study / "base")
               if r["event"] == "meta_step" and r["method"] == "leap"]
-    paths = budget.training_paths(study)
+    series = budget.collect(study)
+    leap, energy, finetune, scratch = (
+        next(s for s in series if (s.method, s.variant) == key) for key in
+        [("leap", ""), ("leap", "metric=energy"), ("finetune", ""), ("scratch", "")])
+    paths = leap.training_path
     assert paths == {s: [r["path"] for r in logged if str(r["seed"]) == s] for s in ("0", "1")}
-    assert all(len(v) == 3 for v in paths.values())
+    assert [len(v) for v in paths.values()] == [3, 3]
+    assert [len(v) for v in energy.training_path.values()] == [2, 2]
+    assert finetune.training_path == {}
     at_two = budget.window_interval(paths, 2)
     assert at_two.mean == pytest.approx(statistics.fmean(paths["0"][:2] + paths["1"][:2]))
     assert budget.window_interval(paths, 1).n == 2
-    saved = json.loads((study / "results.json").read_text())
-    assert saved["leap_training_path"] == paths
-    table = budget.training_path_table(paths, budget.collect(study))
-    assert table[3].startswith(f"| 1 | {budget.window_interval(paths, 1).format()} | ")
+    budget.write_budget_report(study)
+    saved = json.loads((study / "results.json").read_text())["series"]
+    assert next(s for s in saved if s["method"] == "leap" and not s["variant"])[
+        "training_path"] == paths
+    assert "training_path" not in next(s for s in saved if s["method"] == "finetune")
+    table = budget.training_path_table(leap, scratch)
+    assert table[2].startswith(f"| 1 | {budget.window_interval(paths, 1).format()} | — | "
+                               f"{scratch.interval(0, 'path_length').format()} |")
+
+
+def test_runs_of_two_ns_keep_their_training_paths_apart(study: Path, tmp_path: Path):
+    shutil.copytree(study / "base", tmp_path / "n2")
+    run_study(tmp_path / "n1", ["methods=leap,scratch", "num_pretrain=1", "seeds=0,1",
+                                "meta_steps=2", "heldout_at=1"])
+    leaps = {s.num_pretrain: s for s in budget.collect(tmp_path) if s.method == "leap"}
+    assert [len(v) for v in leaps[1].training_path.values()] == [2, 2]
+    assert [len(v) for v in leaps[2].training_path.values()] == [3, 3]
+    text = budget.write_budget_report(tmp_path).read_text()
+    assert "N = 1, K = 3:" in text and "N = 2, K = 3:" in text
 
 
 def test_wall_time_sums_the_logged_seconds(study: Path):

@@ -73,6 +73,9 @@ class Series:
     """meta-step → metric → seed → value per held-out task"""
     heldout: dict[str, list[str]] = field(default_factory=dict)
     """seed → held-out task names (what pairs values across series)"""
+    training_path: dict[str, list[float]] = field(default_factory=dict)
+    """seed → the mean path of each meta-step's tasks, meta-step by meta-step, for a method
+    that logs one (Leap's ``path``, read from the runs' ``metrics.jsonl`` where kept)"""
 
     @property
     def name(self) -> str:
@@ -96,7 +99,8 @@ class Series:
                 stats.by_group(stats.differences(new, old), LEVEL))
 
     def to_dict(self) -> dict[str, Any]:
-        return {**{k: v for k, v in dataclasses.asdict(self).items() if k != "points"},
+        return {**{k: v for k, v in dataclasses.asdict(self).items()
+                   if k != "points" and (k != "training_path" or v)},
                 "points": {str(step): {"inner_steps_consumed": self.consumed(step),
                                        **{m: {"per_seed": v, "ci": self.interval(step, m)
                                               .to_dict()} for m, v in metrics.items()}}
@@ -148,6 +152,8 @@ def collect(folder: Path) -> list[Series]:
                             raise RunError(f"{run}: {series.name} seed {seed} after {step} "
                                            "meta-steps differs from another run's")
             series.heldout.update(entry["tasks"])
+            if trains and (run / "metrics.jsonl").is_file():
+                logged_paths(run, method, series)
     if not merged:
         raise RunError(f"{folder} holds no finished transfer run in its subfolders")
     reference = methods.reference()
@@ -350,26 +356,17 @@ def meta_step_logs(folder: Path) -> dict[str, list[dict[str, Any]]]:
             for run in sorted(p for p in folder.iterdir() if (p / "metrics.jsonl").is_file())}
 
 
-def training_paths(folder: Path) -> dict[str, list[float]]:
-    """Per seed, the mean path over K steps of base Leap's meta-training tasks at each
-    meta-step (the ``path`` its ``metrics.jsonl`` logs), from the runs in ``folder`` that kept
-    their log; runs whose Leap options differ from the defaults are left out."""
-    reference = methods.reference()
-    out: dict[str, list[float]] = {}
-    for run, records in meta_step_logs(folder).items():
-        settings = load_summary(folder / run)["methods_config"].get(reference)
-        if settings is None or variant(reference, settings):
-            continue
-        by_seed: dict[str, dict[int, float]] = {}
-        for r in records:
-            if r["method"] == reference and "path" in r:
-                by_seed.setdefault(str(r["seed"]), {})[r["step"]] = r["path"]
-        for seed, steps in by_seed.items():
-            if sorted(steps) != list(range(1, len(steps) + 1)):
-                raise RunError(f"{folder / run}/metrics.jsonl: Leap seed {seed} lacks "
-                               "meta-steps")
-            out.setdefault(seed, [steps[i] for i in sorted(steps)])
-    return out
+def logged_paths(run: Path, method: str, series: Series) -> None:
+    """Add the per-meta-step ``path`` that ``run``'s ``metrics.jsonl`` logged for ``method``
+    (each seed's meta-steps 1, 2, …) to ``series.training_path``."""
+    by_seed: dict[str, dict[int, float]] = {}
+    for r in read_metrics(run):
+        if r.get("event") == "meta_step" and r["method"] == method and "path" in r:
+            by_seed.setdefault(str(r["seed"]), {})[r["step"]] = r["path"]
+    for seed, steps in by_seed.items():
+        if sorted(steps) != list(range(1, len(steps) + 1)):
+            raise RunError(f"{run}/metrics.jsonl: {label(method)} seed {seed} lacks meta-steps")
+        series.training_path.setdefault(seed, [steps[i] for i in sorted(steps)])
 
 
 def wall_times(folder: Path) -> dict[str, dict[str, dict[str, float]]]:
@@ -405,14 +402,12 @@ def window_interval(paths: dict[str, list[float]], step: int) -> Interval:
                           for v in values[max(0, step - PATH_WINDOW):step]], LEVEL)
 
 
-def training_path_table(paths: dict[str, list[float]], series: list[Series]) -> list[str]:
-    """Leap's meta-training path beside its held-out path (and no pretraining's) at each
-    budget of the Leap series whose seeds logged their path."""
-    leap = next(s for s in series if s.method == methods.reference() and not s.variant)
-    scratch = next((s for s in series if not s.inner_steps and s.num_pretrain ==
-                    leap.num_pretrain), None)
+def training_path_table(leap: Series, scratch: Series | None) -> list[str]:
+    """``leap``'s meta-training path beside its held-out path (and no pretraining's) at
+    each of its budgets."""
     rows = ["| meta-steps | meta-training tasks' path | held-out path, Leap | held-out path, "
             "no pretraining |", "|---|---|---|---|"]
+    paths = leap.training_path
     first = (scratch.interval(0, "path_length").format(digits=1) if scratch else "—")
     rows.append(f"| 1 | {window_interval(paths, 1).format(digits=1)} | — | {first} |")
     for step in sorted(leap.points):
@@ -421,27 +416,28 @@ def training_path_table(paths: dict[str, list[float]], series: list[Series]) -> 
     return rows
 
 
-def plot_training_paths(paths: dict[str, list[float]], series: list[Series], path: Path
-                        ) -> None:
-    """Leap's meta-training tasks' path per meta-step (each seed) and its held-out path at
-    each budget, with no pretraining's held-out path."""
-    leap = next(s for s in series if s.method == methods.reference() and not s.variant)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for i, (seed, values) in enumerate(paths.items()):
-        ax.plot(range(1, len(values) + 1), values, lw=0.6, color=str(0.2 + 0.5 * i / len(paths)),
-                label=f"meta-training tasks, seed {seed}")
-    steps = sorted(leap.points)
-    cis = [leap.interval(step, "path_length") for step in steps]
-    ax.errorbar(steps, [c.mean for c in cis], fmt="o-", color=color(leap.method),
-                yerr=[[c.mean - (c.low or c.mean) for c in cis],
-                      [(c.high or c.mean) - c.mean for c in cis]],
-                label="held-out tasks from Leap's θ⁰")
-    for s in (s for s in series if not s.inner_steps and s.num_pretrain == leap.num_pretrain):
-        ax.axhline(s.interval(0, "path_length").mean, color=color(s.method), ls=":",
-                   label=f"held-out tasks, {label(s.method).lower()}")
-    ax.set(xlabel="meta-step", ylabel=f"path over K = {leap.inner_steps} steps",
-           title="Leap's objective: the path of the tasks it trains on")
-    ax.legend(fontsize=8)
+def plot_training_paths(pairs: list[tuple[Series, Series | None]], path: Path) -> None:
+    """Per (Leap series, its no pretraining): the meta-training tasks' path per meta-step
+    (each seed), Leap's held-out path at each budget and no pretraining's, a column each."""
+    fig, axes = plt.subplots(1, len(pairs), figsize=(6.4 * len(pairs), 4.0), squeeze=False)
+    for ax, (leap, scratch) in zip(axes[0], pairs, strict=True):
+        for i, (seed, values) in enumerate(leap.training_path.items()):
+            ax.plot(range(1, len(values) + 1), values, lw=0.6,
+                    color=str(0.2 + 0.5 * i / len(leap.training_path)),
+                    label=f"meta-training tasks, seed {seed}")
+        steps = sorted(leap.points)
+        cis = [leap.interval(step, "path_length") for step in steps]
+        ax.errorbar(steps, [c.mean for c in cis], fmt="o-", color=color(leap.method),
+                    yerr=[[c.mean - (c.low or c.mean) for c in cis],
+                          [(c.high or c.mean) - c.mean for c in cis]],
+                    label=f"held-out tasks from {label(leap.method)}'s θ⁰")
+        if scratch is not None:
+            ax.axhline(scratch.interval(0, "path_length").mean, color=color(scratch.method),
+                       ls=":", label=f"held-out tasks, {label(scratch.method).lower()}")
+        ax.set(xlabel="meta-step", ylabel=f"path over K = {leap.inner_steps} steps",
+               title=f"N = {leap.num_pretrain}, K = {leap.inner_steps}")
+        ax.legend(fontsize=8)
+    fig.suptitle("Leap's objective: the path of the tasks it meta-trains on")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -458,7 +454,7 @@ def write_budget_report(folder: str | Path) -> Path:
     base = [c for c in found if not c.other.variant]
     ablations = [c for c in found if c.other.variant]
     runs = sorted(p.name for p in folder.iterdir() if (p / "config.json").is_file())
-    paths, times = training_paths(folder), wall_times(folder)
+    times = wall_times(folder)
     for run in runs:  # each run's own tables and plot beside the study's
         write_report(folder / run)
     write_json(folder / "results.json", {
@@ -468,7 +464,6 @@ def write_budget_report(folder: str | Path) -> Path:
                          "num_pretrain": c.leap.num_pretrain, "inner_steps": c.leap.inner_steps,
                          "meta_steps": step, **{m: c.at(step, m).to_dict() for m in METRICS}}
                         for c in found for step in c.steps],
-        **({"leap_training_path": paths} if paths else {}),
         **({"wall_time": times} if times else {})})
     plot_budget(series, folder / "budget.png")
     first = load_summary(folder / runs[0])
@@ -499,8 +494,12 @@ def write_budget_report(folder: str | Path) -> Path:
                   "lower, which is better, at the later budget.", "",
                   *own_change_table([s for s in series if s.num_pretrain == n
                                      and not s.variant]), ""]
-    if paths:
-        plot_training_paths(paths, series, folder / "training_path.png")
+    reference = methods.reference()
+    traced = [(s, next((o for o in series if not o.inner_steps
+                        and o.num_pretrain == s.num_pretrain), None))
+              for s in series if s.method == reference and not s.variant and s.training_path]
+    if traced:
+        plot_training_paths(traced, folder / "training_path.png")
         lines += ["## Leap's own objective: the path of the tasks it meta-trains on", "",
                   "Theorem 1 (docs/leap.md) promises that the pull-forward update shortens the "
                   "paths of the tasks Leap trains on. Each meta-step logs the mean path of its "
@@ -508,8 +507,10 @@ def write_budget_report(folder: str | Path) -> Path:
                   f"the (seed, meta-step) values of the last {PATH_WINDOW} meta-steps up to "
                   "each budget (meta-step 1: the first alone, from the seeded θ⁰ that no "
                   "pretraining also starts from), beside the held-out paths.", "",
-                  "![Leap's meta-training path](training_path.png)", "",
-                  *training_path_table(paths, series), ""]
+                  "![Leap's meta-training path](training_path.png)", ""]
+        for leap, scratch in traced:
+            lines += [*([f"N = {leap.num_pretrain}, K = {leap.inner_steps}:", ""]
+                        if len(traced) > 1 else []), *training_path_table(leap, scratch), ""]
     if times:
         lines += ["## Wall time", "", "Each meta-step's seconds as `metrics.jsonl` logged them "
                   "(held-out evaluations on the way included): their sum, which counts every "
