@@ -167,7 +167,8 @@ def test_committed_reports_are_generated_from_the_committed_results():
 @pytest.mark.parametrize("folder,least", [(RESULTS, 20), (RESULTS / "budget", 20),
                                           (RESULTS / "multicv", 5), (RESULTS / "rl", 2),
                                           (RESULTS / "ablation", 10), (RESULTS / "scale", 10),
-                                          (RESULTS / "scale-400", 20)])
+                                          (RESULTS / "scale-400", 20),
+                                          (RESULTS / "rl-long", 4)])
 def test_every_number_the_write_up_quotes_is_in_the_generated_tables(folder: Path, least: int):
     """Each interval and budget in a write-up (README.md) is copied from its report.md (or,
     for a study with a paths folder, from paths/report.md)."""
@@ -221,8 +222,9 @@ def test_committed_paths_report_is_generated_from_its_results(tmp_path: Path):
 
 
 def test_committed_multicv_and_rl_reports_are_generated_from_their_results(tmp_path: Path):
-    for name in ("multicv", "rl"):
-        shutil.copytree(RESULTS / name, tmp_path / name)
+    for name in ("multicv", "rl", "rl-long", "rl-long/a2c-check/asterix-breakout",
+                 "rl-long/a2c-check/space-invaders"):
+        shutil.copytree(RESULTS / name, tmp_path / name, dirs_exist_ok=True)
         reporting.write_report(tmp_path / name)
         assert ((tmp_path / name / "report.md").read_text()
                 == (RESULTS / name / "report.md").read_text()), name
@@ -318,6 +320,19 @@ def test_the_readme_results_table_is_the_committed_results():
     row = rows["docs/results/rl/"]
     assert f"score AUC {report.Interval(**rl['difference']['score_auc']).format(100)}" in row
     assert (f"{ours / 1e6:.1f} million / {theirs / 1e6:,.0f} million meta-training environment "
+            f"steps: {100 * ours / theirs:.2f} %") in row
+
+    rl = json.loads((RESULTS / "rl-long" / "results.json").read_text())
+    cfg = rl["config"]
+    ours = cfg["meta_steps"] * min(cfg["meta_batch"], len(cfg["pretrain"])) * cfg["train_steps"]
+    row = rows["docs/results/rl-long/"]
+    assert f"score AUC {report.Interval(**rl['difference']['score_auc']).format(100)}" in row
+    learned = rl["methods"]["scratch"]["final_return"]["per_seed"]
+    for i, game in enumerate(cfg["heldout"]):  # A2C learned: its final return against random
+        final = stats.mean_ci([v[i] for v in learned.values()])
+        assert f"{final.format(1.0, 2)} against {rl['random_return'][game]:.2f}" in row
+        assert final.low > rl["random_return"][game]
+    assert (f"{ours / 1e6:.0f} million / {theirs / 1e6:,.0f} million meta-training environment "
             f"steps: {100 * ours / theirs:.2f} %") in row
 
 
