@@ -21,8 +21,8 @@ def test_cumulative_path_by_hand():
     3-4-5 triangle's hypotenuse, the second has length 0."""
     curve = Curve(train_error=[1, 0, 0], train_loss=[5.0, 1.0, 1.0], test_error=0.0,
                   step_norms=[3.0, 0.0])
-    assert paths.cumulative_path(curve) == [0.0, 5.0, 5.0]
-    assert paths.cumulative_path(curve)[-1] == curve.path_length
+    assert curve.cumulative_path == [0.0, 5.0, 5.0]
+    assert curve.path_length == 5.0
 
 
 def test_arrival_waits_for_the_trailing_mean():
@@ -98,3 +98,6 @@ def test_refusals(runs: list[Path], tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["transfer-paths", str(unfinished), "--out", str(tmp_path / "p")]) == 2
     assert "leap seed 0 has no exported initialization" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+    with pytest.raises(SystemExit):
+        main(["transfer-paths", str(run), "--out", str(tmp_path / "p"), "--losses", "1,x"])
+    assert "not comma-separated numbers: '1,x'" in capsys.readouterr().err

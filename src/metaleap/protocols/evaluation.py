@@ -8,6 +8,7 @@ images.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,11 +41,17 @@ class Curve:
     def path_length(self) -> float:
         """Length of the learning path γ = (θ, f(θ)) that Leap shortens (docs/leap.md, p = 1):
         Σ_i ‖(θ^{i+1} − θ^i, f^{i+1} − f^i)‖₂, with f^i the loss of the batch at θ^i."""
+        return self.cumulative_path[-1]
+
+    @property
+    def cumulative_path(self) -> list[float]:
+        """The length of γ from θ⁰ to each point θ^i (0 at θ⁰, :attr:`path_length` at θ^K)."""
         if len(self.step_norms) != len(self.train_loss) - 1:
             raise ValueError(f"{len(self.step_norms)} steps for {len(self.train_loss)} points")
         losses = self.train_loss
-        return sum(math.hypot(d, b - a)
-                   for d, a, b in zip(self.step_norms, losses[:-1], losses[1:], strict=True))
+        return list(itertools.accumulate(
+            (math.hypot(d, b - a) for d, a, b in zip(self.step_norms, losses[:-1], losses[1:],
+                                                     strict=True)), initial=0.0))
 
 
 def auc(curve: list[float]) -> float:

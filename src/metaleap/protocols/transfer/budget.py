@@ -135,6 +135,7 @@ def collect(folder: Path) -> list[Series]:
             raise RunError(f"{run}: its results lack {set(METRICS) - set(metrics)}; "
                            "rerun it with this metaleap")
         n = summary["config"]["num_pretrain"]
+        logged = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
         for method, entry in summary["methods"].items():
             settings = summary["methods_config"][method]
             trains = methods.get(method).meta_trains
@@ -152,8 +153,8 @@ def collect(folder: Path) -> list[Series]:
                             raise RunError(f"{run}: {series.name} seed {seed} after {step} "
                                            "meta-steps differs from another run's")
             series.heldout.update(entry["tasks"])
-            if trains and (run / "metrics.jsonl").is_file():
-                logged_paths(run, method, series)
+            if trains and logged:
+                logged_paths(run, logged, method, series)
     if not merged:
         raise RunError(f"{folder} holds no finished transfer run in its subfolders")
     reference = methods.reference()
@@ -356,11 +357,12 @@ def meta_step_logs(folder: Path) -> dict[str, list[dict[str, Any]]]:
             for run in sorted(p for p in folder.iterdir() if (p / "metrics.jsonl").is_file())}
 
 
-def logged_paths(run: Path, method: str, series: Series) -> None:
-    """Add the per-meta-step ``path`` that ``run``'s ``metrics.jsonl`` logged for ``method``
-    (each seed's meta-steps 1, 2, …) to ``series.training_path``."""
+def logged_paths(run: Path, records: list[dict[str, Any]], method: str, series: Series
+                 ) -> None:
+    """Add the per-meta-step ``path`` that ``run``'s ``metrics.jsonl`` (``records``) logged
+    for ``method`` (each seed's meta-steps 1, 2, …) to ``series.training_path``."""
     by_seed: dict[str, dict[int, float]] = {}
-    for r in read_metrics(run):
+    for r in records:
         if r.get("event") == "meta_step" and r["method"] == method and "path" in r:
             by_seed.setdefault(str(r["seed"]), {})[r["step"]] = r["path"]
     for seed, steps in by_seed.items():

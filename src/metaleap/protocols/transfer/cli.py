@@ -130,11 +130,18 @@ def cmd_paths(args: argparse.Namespace) -> None:
     from metaleap.protocols.transfer.paths import write_paths
 
     cpu_settings(args)
-    levels = [float(v) for v in args.losses.split(",")]
-    report = write_paths([Path(r) for r in args.runs], Path(args.out), args.steps, levels,
+    report = write_paths([Path(r) for r in args.runs], Path(args.out), args.steps, args.losses,
                          args.window, progress=not args.no_progress)
     print(report.read_text())
     print(f"report and plot in {report.parent}")
+
+
+def loss_levels(text: str) -> list[float]:
+    """``--losses``: comma-separated numbers (argparse reports anything else in one line)."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -163,7 +170,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                                     "paths.png")
     paths.add_argument("--steps", type=int, default=1000,
                        help="SGD steps per held-out task (default 1000)")
-    paths.add_argument("--losses", default="1,0.5,0.2,0.1",
+    paths.add_argument("--losses", default=[1.0, 0.5, 0.2, 0.1], type=loss_levels,
                        help="loss levels, comma-separated (default 1,0.5,0.2,0.1)")
     paths.add_argument("--window", type=int, default=10,
                        help="batch losses averaged to decide arrival (default 10)")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,6 @@ from safetensors.torch import load_file
 
 from metaleap import methods, stats
 from metaleap.methods import color, label
-from metaleap.protocols.evaluation import Curve
 from metaleap.protocols.reporting import LEVEL, cell, interval_note, read_record, verdict
 from metaleap.runs import RunError, write_json
 
@@ -43,15 +41,6 @@ SCHEMA_VERSION = 1
 MEASURES = {"path_k": "path over {k} steps", "path": "path over {steps} steps",
             "final_loss": "final loss", "path_to": "path to loss {level}",
             "steps_to": "steps to loss {level}"}
-
-
-def cumulative_path(curve: Curve) -> list[float]:
-    """The length of γ from θ⁰ to each point θ^i of ``curve`` (0 at θ⁰; the last equals
-    :attr:`Curve.path_length`)."""
-    losses = curve.train_loss
-    return list(itertools.accumulate(
-        (math.hypot(d, b - a) for d, a, b in zip(curve.step_norms, losses[:-1], losses[1:],
-                                                 strict=True)), initial=0.0))
 
 
 def trailing_mean(values: list[float], window: int) -> list[float | None]:
@@ -75,7 +64,6 @@ def trace(runs: list[Path], steps: int, levels: list[float], window: int,
     the seeds, as when each seed ran in its own folder), trained ``steps`` SGD steps from its
     exported initialization; the record that ``results.json`` holds. ``taskset`` replaces the
     runs' data (tests)."""
-    from metaleap.protocols.transfer.cli import open_data
     from metaleap.protocols.transfer.config import RECORDED_BEFORE, TransferConfig
     from metaleap.protocols.transfer.study import TransferStudy
     from metaleap.shared import ONE_PROCESS
@@ -111,7 +99,8 @@ def trace(runs: list[Path], steps: int, levels: list[float], window: int,
     mismatch = 0.0
     for run, recorded in configs:
         cfg = TransferConfig(**{**recorded.to_dict(), "eval_steps": steps})
-        study = TransferStudy(cfg, taskset or open_data(cfg, ONE_PROCESS), "cpu", ONE_PROCESS)
+        study = TransferStudy(cfg, taskset, "cpu", ONE_PROCESS)  # opens the data if None
+        taskset = study.taskset
         for method, seed in itertools.product(cfg.methods, cfg.seeds):
             key = f"seed{seed}-{method}"
             curves = study.train_curves(load_file(str(run / "init" / f"{key}.safetensors")),
@@ -123,7 +112,7 @@ def trace(runs: list[Path], steps: int, levels: list[float], window: int,
             values: dict[str, Any] = {"path_k": [], "path": [], "final_loss": [],
                                       "reach": {str(v): [] for v in levels}}
             for curve, old in zip(curves, result["path_length"], strict=True):
-                path, loss = cumulative_path(curve), trailing_mean(curve.train_loss, window)
+                path, loss = curve.cumulative_path, trailing_mean(curve.train_loss, window)
                 mismatch = max(mismatch, abs(path[k] - old) / old)
                 values["path_k"].append(path[k])
                 values["path"].append(path[-1])
